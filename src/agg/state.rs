@@ -1,0 +1,185 @@
+//! The per-column partial state: a monoid over `(n, sum, min, max, m2)`.
+//!
+//! Its WGSL twin is `shaders/shared/partial.wgsl` (`partial_combine`); the two are written to be
+//! read side by side.
+//!
+//! * `n`: non-null values seen; `sum`: their sum; `m2`: the sum of squared deviations from their
+//!   mean (Welford/Chan), so variance = `m2 / (n - 1)`.
+//! * `min`/`max` are stored as *order keys*: the f64 bits mapped to a `u64` whose unsigned order is
+//!   the IEEE total order (flip the sign bit of positives, all bits of negatives). That makes
+//!   min/max exact on every backend, including the GPU, which compares them as `(hi, lo)` u32
+//!   pairs. NaN inputs are canonicalised to the positive quiet NaN, so NaN sorts above +inf:
+//!   `max` is NaN when any value is NaN, `min` ignores NaN unless every value is NaN.
+//! * A null value is an f64 with the reserved bit pattern [`NULL_VALUE_BITS`] (a signalling NaN
+//!   that canonicalisation never produces); it is skipped by every aggregate.
+
+/// The bit pattern that marks a null value inside a value column.
+pub const NULL_VALUE_BITS: u64 = 0x7FF0_0000_0000_0001;
+
+/// The canonical NaN every NaN input is mapped to.
+pub const CANONICAL_NAN_BITS: u64 = 0x7FF8_0000_0000_0000;
+
+/// The null marker as an f64.
+#[inline]
+pub fn null_value() -> f64 {
+    f64::from_bits(NULL_VALUE_BITS)
+}
+
+/// True when `v` is the null marker.
+#[inline]
+pub fn is_null_value(v: f64) -> bool {
+    v.to_bits() == NULL_VALUE_BITS
+}
+
+/// Maps any NaN to the canonical NaN so it can never be mistaken for the null marker.
+#[inline]
+pub fn canonical(v: f64) -> f64 {
+    if v.is_nan() { f64::from_bits(CANONICAL_NAN_BITS) } else { v }
+}
+
+/// The order-preserving `u64` key of an f64 (IEEE total order).
+#[inline]
+pub fn order_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// Inverse of [`order_key`].
+#[inline]
+pub fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Partial aggregate of one value column over some set of events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ColPartial {
+    /// Non-null values.
+    pub n: u64,
+    /// Sum of the non-null values.
+    pub sum: f64,
+    /// Order key of the minimum ([`order_key`]); `u64::MAX` when empty.
+    pub min: u64,
+    /// Order key of the maximum; `0` when empty.
+    pub max: u64,
+    /// Sum of squared deviations from the mean (only maintained when var/std are requested).
+    pub m2: f64,
+}
+
+impl Default for ColPartial {
+    fn default() -> Self {
+        Self::IDENTITY
+    }
+}
+
+impl ColPartial {
+    /// The monoid identity.
+    pub const IDENTITY: ColPartial = ColPartial { n: 0, sum: 0.0, min: u64::MAX, max: 0, m2: 0.0 };
+
+    /// Adds one value (nulls are skipped). `M2` selects whether the second moment is kept.
+    #[inline(always)]
+    pub fn push<const M2: bool>(&mut self, v: f64) {
+        let bits = v.to_bits();
+        if bits == NULL_VALUE_BITS {
+            return;
+        }
+        let k = order_key(v);
+        self.min = self.min.min(k);
+        self.max = self.max.max(k);
+        if M2 {
+            // Welford, with the running mean derived from the running sum.
+            let n0 = self.n as f64;
+            let mean0 = if self.n == 0 { v } else { self.sum / n0 };
+            self.sum += v;
+            let mean1 = self.sum / (n0 + 1.0);
+            self.m2 += (v - mean0) * (v - mean1);
+        } else {
+            self.sum += v;
+        }
+        self.n += 1;
+    }
+
+    /// Merges `other` into `self` (Chan et al.); associative and commutative up to rounding.
+    #[inline]
+    pub fn combine(&mut self, other: &ColPartial) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *other;
+            return;
+        }
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        let delta = other.sum / nb - self.sum / na;
+        self.m2 += other.m2 + delta * delta * (na * nb / n);
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.n += other.n;
+    }
+
+    /// The partial of a slice of values, computed directly (two-pass mean/M2); used by the
+    /// reference backend as an independent numerical path.
+    pub fn from_values(values: &[f64]) -> ColPartial {
+        let vals: Vec<f64> = values.iter().copied().filter(|v| !is_null_value(*v)).collect();
+        if vals.is_empty() {
+            return ColPartial::IDENTITY;
+        }
+        let n = vals.len();
+        let sum: f64 = vals.iter().sum();
+        let mean = sum / n as f64;
+        let m2: f64 = vals.iter().map(|v| (v - mean) * (v - mean)).sum();
+        let min = vals.iter().map(|v| order_key(*v)).min().unwrap_or(u64::MAX);
+        let max = vals.iter().map(|v| order_key(*v)).max().unwrap_or(0);
+        ColPartial { n: n as u64, sum, min, max, m2 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_key_is_monotone_and_invertible() {
+        let vals = [f64::NEG_INFINITY, -1e300, -1.5, -0.0, 0.0, 1e-300, 2.5, 1e300, f64::INFINITY, f64::NAN];
+        let keys: Vec<u64> = vals.iter().map(|v| order_key(canonical(*v))).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        for v in &vals[..9] {
+            assert_eq!(from_order_key(order_key(*v)).to_bits(), v.to_bits());
+        }
+        assert!(from_order_key(order_key(canonical(f64::NAN))).is_nan());
+    }
+
+    #[test]
+    fn push_and_combine_agree_with_direct() {
+        let vals: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 * 0.37 - 100.0).collect();
+        let direct = ColPartial::from_values(&vals);
+        let mut a = ColPartial::IDENTITY;
+        let mut b = ColPartial::IDENTITY;
+        for v in &vals[..333] {
+            a.push::<true>(*v);
+        }
+        for v in &vals[333..] {
+            b.push::<true>(*v);
+        }
+        a.combine(&b);
+        assert_eq!(a.n, direct.n);
+        assert_eq!(a.min, direct.min);
+        assert_eq!(a.max, direct.max);
+        assert!((a.sum - direct.sum).abs() <= 1e-9 * direct.sum.abs());
+        assert!((a.m2 - direct.m2).abs() <= 1e-9 * direct.m2.abs());
+    }
+
+    #[test]
+    fn nulls_are_skipped_and_nan_sorts_high() {
+        let mut p = ColPartial::IDENTITY;
+        p.push::<false>(null_value());
+        assert_eq!(p, ColPartial::IDENTITY);
+        p.push::<false>(canonical(f64::NAN));
+        p.push::<false>(1.0);
+        assert_eq!(from_order_key(p.min), 1.0);
+        assert!(from_order_key(p.max).is_nan());
+        assert_eq!(p.n, 2);
+    }
+}

@@ -1,0 +1,343 @@
+//! Files ⇄ batches through polars: Parquet and CSV in, Parquet and CSV out (atomically).
+//!
+//! Input columns are checked up front: a missing column, a column of the wrong type, a null, NaN
+//! or out-of-range timestamp, an unreadable or truncated file and an empty file each give an
+//! [`Error`] that names the problem. Output is written to a temporary file beside the target and
+//! renamed into place only when complete, so a failed job never leaves a partial file.
+
+use crate::agg::{AggKind, Aggregates, null_value};
+use crate::batch::{EventBatch, KeyDict, KeyKind, KeyValues, ingest_values};
+use crate::error::{Error, Result};
+use crate::output::WindowRows;
+use crate::pipeline::LateEvents;
+use crate::time::MAX_ABS_TIMESTAMP_MS;
+use polars::prelude::*;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A supported file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Apache Parquet (`.parquet`, `.pq`).
+    Parquet,
+    /// Comma-separated values with a header line (`.csv`).
+    Csv,
+}
+
+impl Format {
+    /// The format a path's extension names.
+    pub fn of(path: &Path) -> Result<Format> {
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+            Some("parquet") | Some("pq") => Ok(Format::Parquet),
+            Some("csv") => Ok(Format::Csv),
+            _ => Err(Error::UnsupportedFormat { path: path.to_path_buf() }),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Parquet => "Parquet",
+            Format::Csv => "CSV",
+        }
+    }
+}
+
+/// Reads a whole Parquet or CSV file (format by extension).
+pub fn read_frame(path: &Path) -> Result<DataFrame> {
+    let format = Format::of(path)?;
+    let file = File::open(path).map_err(|e| Error::Io { action: "cannot read", path: path.to_path_buf(), source: e })?;
+    let meta = file.metadata().map_err(|e| Error::Io { action: "cannot read", path: path.to_path_buf(), source: e })?;
+    if meta.len() == 0 {
+        return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
+    }
+    let bad = |e: PolarsError| Error::FileFormat { path: path.to_path_buf(), format: format.name(), reason: e.to_string() };
+    let df = match format {
+        Format::Parquet => ParquetReader::new(file).finish().map_err(bad)?,
+        Format::Csv => CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .into_reader_with_file_handle(file)
+            .finish()
+            .map_err(bad)?,
+    };
+    if df.height() == 0 {
+        return Err(Error::EmptyInput(format!("'{}'", path.display())));
+    }
+    Ok(df)
+}
+
+/// Writes `df` to `path` (format by extension) through a temporary file and a rename.
+pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let format = Format::of(path)?;
+    let tmp = temp_path(path);
+    let res = (|| -> Result<()> {
+        let file = File::create(&tmp).map_err(|e| Error::Io { action: "cannot write", path: tmp.clone(), source: e })?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        let werr = |e: PolarsError| Error::Polars(format!("writing '{}': {e}", path.display()));
+        match format {
+            Format::Parquet => {
+                ParquetWriter::new(&mut w).with_compression(ParquetCompression::Snappy).finish(df).map_err(werr)?;
+            }
+            Format::Csv => CsvWriter::new(&mut w).include_header(true).finish(df).map_err(werr)?,
+        }
+        let file = w.into_inner().map_err(|e| Error::Io { action: "cannot write", path: tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(|e| Error::Io { action: "cannot write", path: tmp.clone(), source: e })?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io { action: "cannot write", path: path.to_path_buf(), source: e })
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{name}.fenestra-{}.tmp", std::process::id()))
+}
+
+/// Which input columns a job uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputColumns {
+    /// Event-time column (integer ms since the epoch, a Datetime, or float ms).
+    pub time: String,
+    /// Key column (integer or string), or `None` for one global group.
+    pub key: Option<String>,
+    /// Numeric value columns.
+    pub values: Vec<String>,
+}
+
+/// How the key column is written back: with its input type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyOutput {
+    /// No key column.
+    None,
+    /// Integer keys, written with this dtype.
+    Int(DataType),
+    /// String keys.
+    Str,
+}
+
+impl KeyOutput {
+    /// The dictionary kind for this key.
+    pub fn kind(&self) -> KeyKind {
+        match self {
+            KeyOutput::None => KeyKind::None,
+            KeyOutput::Int(_) => KeyKind::Int,
+            KeyOutput::Str => KeyKind::Str,
+        }
+    }
+}
+
+fn column<'a>(df: &'a DataFrame, name: &str, source: &str) -> Result<&'a Column> {
+    df.column(name).map_err(|_| Error::MissingColumn {
+        column: name.to_string(),
+        source_name: source.to_string(),
+        available: df.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Checks that every column exists with a usable type; returns how keys are written back.
+pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result<KeyOutput> {
+    let t = column(df, &cols.time, source)?;
+    match t.dtype() {
+        dt if dt.is_integer() || dt.is_float() => {}
+        DataType::Datetime(_, _) => {}
+        other => {
+            return Err(Error::ColumnType {
+                column: cols.time.clone(),
+                found: other.to_string(),
+                expected: "integer milliseconds since the epoch, a datetime, or float milliseconds".into(),
+            });
+        }
+    }
+    for v in &cols.values {
+        let c = column(df, v, source)?;
+        let dt = c.dtype();
+        if !(dt.is_integer() || dt.is_float() || matches!(dt, DataType::Null)) {
+            return Err(Error::ColumnType { column: v.clone(), found: dt.to_string(), expected: "a numeric type".into() });
+        }
+    }
+    match &cols.key {
+        None => Ok(KeyOutput::None),
+        Some(k) => {
+            let c = column(df, k, source)?;
+            match c.dtype() {
+                dt if dt.is_integer() => Ok(KeyOutput::Int(dt.clone())),
+                DataType::String => Ok(KeyOutput::Str),
+                DataType::Null => Ok(KeyOutput::Int(DataType::Int64)),
+                other => Err(Error::ColumnType { column: k.clone(), found: other.to_string(), expected: "an integer or string type".into() }),
+            }
+        }
+    }
+}
+
+/// Event times of a column as i64 ms; `row_offset` numbers rows in error messages.
+pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
+    let bad = |row: usize, reason: String| Error::InvalidTimestamp { column: name.to_string(), row: row_offset + row as u64, reason };
+    let range = -MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS;
+    let out_of_range = |v: i64| format!("{v} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms");
+    let ints: Column = match c.dtype() {
+        DataType::Datetime(_, tz) => c
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))
+            .and_then(|c| c.cast(&DataType::Int64))
+            .map_err(Error::from)?,
+        dt if dt.is_float() => {
+            let f = c.cast(&DataType::Float64).map_err(Error::from)?;
+            let ca = f.f64().map_err(Error::from)?;
+            let mut out = Vec::with_capacity(ca.len());
+            for (i, v) in ca.iter().enumerate() {
+                match v {
+                    None => return Err(bad(i, "null timestamp".into())),
+                    Some(x) if x.is_nan() => return Err(bad(i, "NaN timestamp".into())),
+                    Some(x) if !x.is_finite() || x.abs() > MAX_ABS_TIMESTAMP_MS as f64 => {
+                        return Err(bad(i, format!("{x} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms")));
+                    }
+                    Some(x) => out.push(x.floor() as i64),
+                }
+            }
+            return Ok(out);
+        }
+        dt if dt.is_integer() => {
+            if matches!(dt, DataType::UInt64) {
+                let ca = c.u64().map_err(Error::from)?;
+                if let Some((i, v)) = ca.iter().enumerate().find(|(_, v)| v.is_some_and(|v| v > MAX_ABS_TIMESTAMP_MS as u64)) {
+                    return Err(bad(i, format!("{} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms", v.unwrap_or(0))));
+                }
+            }
+            c.cast(&DataType::Int64).map_err(Error::from)?
+        }
+        other => {
+            return Err(Error::ColumnType { column: name.into(), found: other.to_string(), expected: "integer, datetime or float milliseconds".into() });
+        }
+    };
+    let ca = ints.i64().map_err(Error::from)?;
+    if ca.null_count() > 0 {
+        let i = ca.iter().position(|v| v.is_none()).unwrap_or(0);
+        return Err(bad(i, "null timestamp".into()));
+    }
+    let mut out = Vec::with_capacity(ca.len());
+    for arr in ca.downcast_iter() {
+        out.extend_from_slice(arr.values());
+    }
+    if let Some(i) = out.iter().position(|v| !range.contains(v)) {
+        return Err(bad(i, out_of_range(out[i])));
+    }
+    Ok(out)
+}
+
+/// A numeric column as f64 in the engine's representation (NaN canonical, nulls marked).
+pub fn values_f64(c: &Column, out: &mut Vec<f64>) -> Result<()> {
+    if matches!(c.dtype(), DataType::Null) {
+        out.extend(std::iter::repeat_n(null_value(), c.len()));
+        return Ok(());
+    }
+    let f = c.cast(&DataType::Float64).map_err(Error::from)?;
+    let ca = f.f64().map_err(Error::from)?;
+    out.reserve(ca.len());
+    for arr in ca.downcast_iter() {
+        match arr.validity() {
+            None => ingest_values(arr.values(), None, out),
+            Some(bits) => {
+                let valid: Vec<bool> = bits.iter().collect();
+                ingest_values(arr.values(), Some(&valid), out)
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encodes the key column of `df` with `dict` into `out`.
+pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &mut Vec<u32>) -> Result<()> {
+    match (key, dict.kind()) {
+        (None, _) | (_, KeyKind::None) => dict.encode_none(df.height(), out),
+        (Some(k), KeyKind::Int) => {
+            let c = df.column(k).map_err(Error::from)?;
+            let c = c.cast(&DataType::Int64).map_err(Error::from)?;
+            let ca = c.i64().map_err(Error::from)?;
+            out.reserve(ca.len());
+            if ca.null_count() == 0 {
+                for arr in ca.downcast_iter() {
+                    dict.encode_int_slice(arr.values(), out)?;
+                }
+                Ok(())
+            } else {
+                dict.encode_ints(ca.iter(), out)
+            }
+        }
+        (Some(k), KeyKind::Str) => {
+            let c = df.column(k).map_err(Error::from)?;
+            let ca = c.str().map_err(Error::from)?;
+            dict.encode_strs(ca.iter(), out)
+        }
+    }
+}
+
+/// Converts a frame (or a slice of one) to an engine batch. `row_offset` is the frame's first
+/// row within the whole input, for error messages.
+pub fn frame_to_batch(df: &DataFrame, cols: &InputColumns, dict: &mut KeyDict, row_offset: u64) -> Result<EventBatch> {
+    let ts = timestamps(df.column(&cols.time).map_err(Error::from)?, &cols.time, row_offset)?;
+    let mut keys = Vec::with_capacity(ts.len());
+    encode_keys(df, cols.key.as_deref(), dict, &mut keys)?;
+    let mut values = Vec::with_capacity(cols.values.len());
+    for v in &cols.values {
+        let mut out = Vec::with_capacity(ts.len());
+        values_f64(df.column(v).map_err(Error::from)?, &mut out)?;
+        values.push(out);
+    }
+    Ok(EventBatch { ts, keys, values })
+}
+
+/// The key column of output rows, with the key's input type.
+pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) -> Result<Option<Column>> {
+    Ok(match out {
+        KeyOutput::None => None,
+        KeyOutput::Int(dt) => {
+            let v: Vec<Option<i64>> = ids.iter().map(|&k| keys.int_value(k)).collect();
+            let c = Column::new(name.into(), v);
+            Some(if dt == &DataType::Int64 { c } else { c.strict_cast(dt).map_err(Error::from)? })
+        }
+        KeyOutput::Str => {
+            let v: Vec<Option<&str>> = ids.iter().map(|&k| keys.str_value(k)).collect();
+            Some(Column::new(name.into(), v))
+        }
+    })
+}
+
+/// Window rows as a DataFrame with the columns of DESIGN.md §4:
+/// `key, window_start, window_end, revision, count, <agg>_<col>...`.
+pub fn rows_to_frame(rows: &WindowRows, keys: &KeyValues, key_out: &KeyOutput, value_cols: &[String], aggs: &Aggregates) -> Result<DataFrame> {
+    let mut columns: Vec<Column> = Vec::with_capacity(5 + value_cols.len() * aggs.kinds().len());
+    if let Some(k) = key_column(&rows.key, keys, key_out, "key")? {
+        columns.push(k);
+    }
+    columns.push(Int64Chunked::from_vec("window_start".into(), rows.start.clone()).into_column());
+    columns.push(Int64Chunked::from_vec("window_end".into(), rows.end.clone()).into_column());
+    columns.push(UInt32Chunked::from_vec("revision".into(), rows.revision.clone()).into_column());
+    columns.push(UInt64Chunked::from_vec("count".into(), rows.count.clone()).into_column());
+    for (c, name) in value_cols.iter().enumerate() {
+        for &kind in aggs.kinds() {
+            let col_name = format!("{}_{}", kind.name(), name);
+            let vals: Vec<Option<f64>> = (0..rows.len()).map(|r| rows.value(r, c, kind)).collect();
+            let all_valid = vals.iter().all(Option::is_some);
+            let col = if all_valid {
+                Float64Chunked::from_vec(col_name.into(), vals.into_iter().map(|v| v.unwrap_or(0.0)).collect()).into_column()
+            } else {
+                Column::new(col_name.into(), vals)
+            };
+            columns.push(col);
+        }
+    }
+    DataFrame::new_infer_height(columns).map_err(Error::from)
+}
+
+/// The late events as rows of the original input frame (all its columns).
+pub fn late_frame(input: &DataFrame, late: &LateEvents) -> Result<DataFrame> {
+    let idx: Vec<IdxSize> = late.row.iter().map(|&r| r as IdxSize).collect();
+    let idx = IdxCa::from_vec("idx".into(), idx);
+    input.take(&idx).map_err(Error::from)
+}
+
+/// Names of the output columns for `value_cols` and `aggs` (after `count`).
+pub fn agg_column_names(value_cols: &[String], aggs: &Aggregates) -> Vec<String> {
+    value_cols.iter().flat_map(|c| aggs.kinds().iter().map(move |k: &AggKind| format!("{}_{}", k.name(), c))).collect()
+}

@@ -1,0 +1,103 @@
+//! Emitted window rows in columnar form, before they become a DataFrame or a file.
+
+use crate::agg::{AggKind, Aggregates, ColPartial};
+
+/// Window results: one row per `(key, window, revision)`, in firing order (DESIGN.md §4).
+///
+/// Keys are dictionary ids; [`crate::batch::KeyDict`] turns them back into values. Per-column
+/// aggregates are kept as merged [`ColPartial`]s (`cols[row * ncols + c]`) and evaluated with
+/// [`WindowRows::value`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowRows {
+    /// Dictionary id of each row's key.
+    pub key: Vec<u32>,
+    /// Window start (inclusive), ms.
+    pub start: Vec<i64>,
+    /// Window end (exclusive), ms.
+    pub end: Vec<i64>,
+    /// 0 for a window's first firing, then 1, 2, ... for updates within the allowed lateness.
+    pub revision: Vec<u32>,
+    /// Events in the window.
+    pub count: Vec<u64>,
+    /// Value columns per row.
+    pub ncols: usize,
+    /// Merged partial states, row-major.
+    pub cols: Vec<ColPartial>,
+    /// Identity of the window a row belongs to across revisions: for session windows, the session
+    /// (which may grow and merge between revisions); for tumbling and sliding windows, 0 (the
+    /// window is identified by key and start).
+    pub lineage: Vec<u64>,
+}
+
+impl WindowRows {
+    /// Empty rows for `ncols` value columns.
+    pub fn new(ncols: usize) -> Self {
+        WindowRows { ncols, ..Default::default() }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.key.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty()
+    }
+
+    /// Appends one row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(&mut self, key: u32, start: i64, end: i64, revision: u32, count: u64, cols: &[ColPartial], lineage: u64) {
+        debug_assert_eq!(cols.len(), self.ncols);
+        self.key.push(key);
+        self.start.push(start);
+        self.end.push(end);
+        self.revision.push(revision);
+        self.count.push(count);
+        self.cols.extend_from_slice(cols);
+        self.lineage.push(lineage);
+    }
+
+    /// Appends all rows of `other`.
+    pub fn append(&mut self, other: &WindowRows) {
+        self.key.extend_from_slice(&other.key);
+        self.start.extend_from_slice(&other.start);
+        self.end.extend_from_slice(&other.end);
+        self.revision.extend_from_slice(&other.revision);
+        self.count.extend_from_slice(&other.count);
+        self.cols.extend_from_slice(&other.cols);
+        self.lineage.extend_from_slice(&other.lineage);
+    }
+
+    /// Removes every row, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.key.clear();
+        self.start.clear();
+        self.end.clear();
+        self.revision.clear();
+        self.count.clear();
+        self.cols.clear();
+        self.lineage.clear();
+    }
+
+    /// The partial of value column `c` in `row`.
+    pub fn partial(&self, row: usize, c: usize) -> &ColPartial {
+        &self.cols[row * self.ncols + c]
+    }
+
+    /// The value of aggregate `kind` over column `c` in `row` (`None` = null).
+    pub fn value(&self, row: usize, c: usize, kind: AggKind) -> Option<f64> {
+        kind.evaluate(self.partial(row, c))
+    }
+
+    /// All aggregate values of one row in output order (per column, then per aggregate).
+    pub fn values(&self, row: usize, aggs: &Aggregates) -> Vec<Option<f64>> {
+        let mut out = Vec::with_capacity(self.ncols * aggs.kinds().len());
+        for c in 0..self.ncols {
+            for k in aggs.kinds() {
+                out.push(self.value(row, c, *k));
+            }
+        }
+        out
+    }
+}

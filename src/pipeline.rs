@@ -1,0 +1,725 @@
+//! The pipeline: builder and synchronous driver.
+//!
+//! ```text
+//!  push ─► micro-batches ─► key ids ─► Assigner (watermark, late, slots) ─┬─► late side output
+//!                                                                         └─► [worker thread]
+//!                                       backend.reduce ─► Store::apply (merge, fire, purge) ─► rows
+//! ```
+//!
+//! The assigner runs on the caller's thread and the backend plus window store on a worker thread
+//! one batch behind (a bounded channel of two batches gives backpressure), so ingest and
+//! aggregation overlap. Results are taken with [`Pipeline::poll`] and [`Pipeline::finish`].
+
+use crate::agg::Aggregates;
+use crate::backend::{self, AggBackend, BackendChoice, BackendKind, Partials, SlotBatch, StageTimes};
+use crate::batch::{EventBatch, KeyDict, KeyKind, KeyValues, ingest_values};
+use crate::error::{Error, Result};
+use crate::output::WindowRows;
+use crate::time::{Duration, MAX_ABS_TIMESTAMP_MS, MAX_DURATION_MS};
+use crate::window::{Assigner, Plan, Store, WindowSpec};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Default micro-batch size (events).
+pub const DEFAULT_BATCH_SIZE: usize = 1 << 18;
+
+/// Everything that defines a pipeline. Built with [`Pipeline::builder`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineConfig {
+    /// Window kind and size.
+    pub window: WindowSpec,
+    /// Bounded out-of-orderness of the watermark.
+    pub watermark_delay: Duration,
+    /// How long fired windows are kept for late updates.
+    pub allowed_lateness: Duration,
+    /// Aggregates per value column.
+    pub aggregates: Aggregates,
+    /// Names of the value columns (used for output column names).
+    pub value_columns: Vec<String>,
+    /// The key column's kind.
+    pub key_kind: KeyKind,
+    /// Which backend.
+    pub backend: BackendChoice,
+    /// Events per micro-batch (a tuning knob; results do not depend on it).
+    pub batch_size: usize,
+    /// CPU threads for the cpu backend (0 = all cores).
+    pub threads: usize,
+    /// Run the backend and window store on a worker thread.
+    pub pipelined: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            window: WindowSpec::tumbling(Duration::from_secs(1)),
+            watermark_delay: Duration::from_millis(500),
+            allowed_lateness: Duration::ZERO,
+            aggregates: Aggregates::default_set(),
+            value_columns: vec!["value".into()],
+            key_kind: KeyKind::Int,
+            backend: BackendChoice::Auto,
+            batch_size: DEFAULT_BATCH_SIZE,
+            threads: 0,
+            pipelined: true,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks every option; the error names the option and the value.
+    pub fn validate(&self) -> Result<()> {
+        self.window.validate()?;
+        let d = self.watermark_delay.as_millis();
+        if !(0..=MAX_DURATION_MS).contains(&d) {
+            return Err(Error::config(format!("watermark delay must be between 0 and {MAX_DURATION_MS} ms, got {}", self.watermark_delay)));
+        }
+        let l = self.allowed_lateness.as_millis();
+        if !(0..=MAX_DURATION_MS).contains(&l) {
+            return Err(Error::config(format!("allowed lateness must be between 0 and {MAX_DURATION_MS} ms, got {}", self.allowed_lateness)));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("batch size must be at least 1"));
+        }
+        let mut names = self.value_columns.clone();
+        names.sort();
+        names.dedup();
+        if names.len() != self.value_columns.len() {
+            return Err(Error::config(format!("value columns are listed twice: {:?}", self.value_columns)));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Pipeline`].
+///
+/// ```
+/// use fenestra::{Pipeline, WindowSpec, Duration, BackendChoice};
+/// let mut p = Pipeline::builder()
+///     .window("tumble:1s".parse::<WindowSpec>()?)
+///     .watermark_delay(Duration::from_millis(0))
+///     .value_columns(["value"])
+///     .backend(BackendChoice::Cpu)
+///     .build()?;
+/// p.push_int_keys(&[100, 200, 1500], &[7, 7, 7], &[&[1.0, 2.0, 4.0]])?;
+/// let out = p.finish()?;
+/// assert_eq!(out.rows.len(), 2); // windows [0, 1000) and [1000, 2000) of key 7
+/// assert_eq!(out.rows.count, vec![2, 1]);
+/// # Ok::<(), fenestra::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct PipelineBuilder {
+    config: PipelineConfig,
+}
+
+impl PipelineBuilder {
+    /// The window kind (default `tumble:1s`).
+    pub fn window(mut self, w: WindowSpec) -> Self {
+        self.config.window = w;
+        self
+    }
+    /// Bounded out-of-orderness (default 500 ms).
+    pub fn watermark_delay(mut self, d: Duration) -> Self {
+        self.config.watermark_delay = d;
+        self
+    }
+    /// Allowed lateness (default 0).
+    pub fn allowed_lateness(mut self, d: Duration) -> Self {
+        self.config.allowed_lateness = d;
+        self
+    }
+    /// Aggregates per value column (default `count,sum,min,max,mean,std`).
+    pub fn aggregates(mut self, a: Aggregates) -> Self {
+        self.config.aggregates = a;
+        self
+    }
+    /// Names of the value columns, in push order (default `["value"]`).
+    pub fn value_columns<I: IntoIterator<Item = S>, S: Into<String>>(mut self, cols: I) -> Self {
+        self.config.value_columns = cols.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Integer, string or no keys (default integer).
+    pub fn key_kind(mut self, k: KeyKind) -> Self {
+        self.config.key_kind = k;
+        self
+    }
+    /// Backend choice (default `auto`).
+    pub fn backend(mut self, b: BackendChoice) -> Self {
+        self.config.backend = b;
+        self
+    }
+    /// Events per micro-batch.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+    /// CPU threads for the cpu backend (0 = all).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.config.threads = n;
+        self
+    }
+    /// Whether the backend runs on a worker thread (default true).
+    pub fn pipelined(mut self, on: bool) -> Self {
+        self.config.pipelined = on;
+        self
+    }
+    /// Replaces the whole configuration.
+    pub fn config(mut self, c: PipelineConfig) -> Self {
+        self.config = c;
+        self
+    }
+    /// Validates the configuration, opens the backend and returns the pipeline.
+    pub fn build(self) -> Result<Pipeline> {
+        Pipeline::new(self.config)
+    }
+}
+
+/// Late events: the side output. Nothing is dropped silently.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LateEvents {
+    /// 0-based position of each late event among all events pushed into the pipeline.
+    pub row: Vec<u64>,
+    /// Event time.
+    pub ts: Vec<i64>,
+    /// Key id (see [`Pipeline::keys`]).
+    pub key: Vec<u32>,
+    /// Values per value column.
+    pub values: Vec<Vec<f64>>,
+}
+
+impl LateEvents {
+    fn new(ncols: usize) -> Self {
+        LateEvents { values: vec![vec![]; ncols], ..Default::default() }
+    }
+    /// Number of late events.
+    pub fn len(&self) -> usize {
+        self.row.len()
+    }
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.row.is_empty()
+    }
+    fn take(&mut self) -> LateEvents {
+        let ncols = self.values.len();
+        std::mem::replace(self, LateEvents::new(ncols))
+    }
+}
+
+/// Counters and timings of a pipeline.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Metrics {
+    /// Events pushed.
+    pub events_in: u64,
+    /// Events aggregated.
+    pub on_time: u64,
+    /// Events sent to the late side output.
+    pub late: u64,
+    /// Window rows emitted with revision 0.
+    pub windows_fired: u64,
+    /// Window rows emitted with revision > 0.
+    pub revisions: u64,
+    /// Micro-batches processed.
+    pub batches: u64,
+    /// The current watermark (ms; `i64::MIN` before any event, `i64::MAX` after finish).
+    pub watermark: i64,
+    /// Window states held (`(key, pane)` or sessions).
+    pub open_states: u64,
+    /// Seconds spent encoding keys and copying values.
+    pub ingest_s: f64,
+    /// Seconds spent assigning windows (watermark, lateness, slots).
+    pub assign_s: f64,
+    /// Backend stage times (upload, kernels, read-back).
+    pub backend: StageTimes,
+    /// Seconds spent merging partials, firing and purging windows.
+    pub store_s: f64,
+}
+
+struct Work {
+    slots: Vec<u32>,
+    values: Vec<Vec<f64>>,
+    plan: Plan,
+    keys_tail: KeyValues,
+}
+
+struct Done {
+    rows: WindowRows,
+    times: StageTimes,
+    store_s: f64,
+    open_states: u64,
+    recycled: Option<Work>,
+}
+
+/// The backend and window store: the second pipeline stage.
+struct Stage2 {
+    backend: Box<dyn AggBackend>,
+    store: Store,
+    keys: KeyValues,
+    partials: Partials,
+    ncols: usize,
+    want_m2: bool,
+}
+
+impl Stage2 {
+    fn run(&mut self, work: &Work) -> Result<Done> {
+        self.keys.append_tail(&work.keys_tail);
+        let batch = SlotBatch { slots: &work.slots, values: &work.values, num_slots: work.plan.num_slots(), want_m2: self.want_m2 };
+        if batch.num_slots > 0 {
+            self.backend.reduce(&batch, self.ncols, &mut self.partials)?;
+        } else {
+            self.partials.reset(0, self.ncols);
+        }
+        let t0 = Instant::now();
+        let mut rows = WindowRows::new(self.ncols);
+        self.store.apply(&work.plan, &self.partials, &self.keys, &mut rows);
+        Ok(Done {
+            rows,
+            times: self.backend.stage_times(),
+            store_s: t0.elapsed().as_secs_f64(),
+            open_states: self.store.open_states() as u64,
+            recycled: None,
+        })
+    }
+}
+
+enum Stage {
+    Inline(Box<Stage2>),
+    Thread { tx: Option<SyncSender<Work>>, rx: Receiver<Result<Done>>, handle: Option<JoinHandle<()>>, in_flight: usize },
+}
+
+/// Output taken from a pipeline: window rows in firing order and late events.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Emitted window rows.
+    pub rows: WindowRows,
+    /// Late events.
+    pub late: LateEvents,
+}
+
+/// An event-time window aggregation pipeline. See [`PipelineBuilder`] for an example.
+pub struct Pipeline {
+    config: PipelineConfig,
+    dict: KeyDict,
+    assigner: Assigner,
+    keys_sent: usize,
+    stage: Stage,
+    rows: WindowRows,
+    late: LateEvents,
+    metrics: Metrics,
+    backend_kind: BackendKind,
+    backend_desc: String,
+    backend_reason: String,
+    failed: Option<String>,
+    finished: bool,
+    spare: Vec<Work>,
+    late_idx: Vec<u32>,
+}
+
+impl Pipeline {
+    /// A builder with the defaults.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    /// A pipeline for `config` (validated; the backend is opened here).
+    pub fn new(config: PipelineConfig) -> Result<Self> {
+        config.validate()?;
+        let selected = backend::select(config.backend, config.threads)?;
+        Self::with_backend(config, selected.backend, selected.reason)
+    }
+
+    /// A pipeline that uses an already opened backend.
+    pub fn with_backend(config: PipelineConfig, backend: Box<dyn AggBackend>, reason: String) -> Result<Self> {
+        config.validate()?;
+        let ncols = config.value_columns.len();
+        let lateness = config.allowed_lateness.as_millis();
+        let assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
+        let backend_kind = backend.kind();
+        let backend_desc = backend.describe();
+        let stage2 = Stage2 {
+            backend,
+            store: Store::new(&config.window, lateness, ncols),
+            keys: KeyValues::new(config.key_kind),
+            partials: Partials::default(),
+            ncols,
+            want_m2: config.aggregates.needs_m2(),
+        };
+        let stage = if config.pipelined {
+            let (tx, work_rx) = sync_channel::<Work>(2);
+            let (done_tx, rx) = sync_channel::<Result<Done>>(4);
+            let mut s2 = stage2;
+            let handle = std::thread::Builder::new()
+                .name("fenestra-stage2".into())
+                .spawn(move || {
+                    while let Ok(work) = work_rx.recv() {
+                        let res = s2.run(&work).map(|mut d| {
+                            d.recycled = Some(work);
+                            d
+                        });
+                        let failed = res.is_err();
+                        if done_tx.send(res).is_err() || failed {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| Error::config(format!("cannot start the worker thread: {e}")))?;
+            Stage::Thread { tx: Some(tx), rx, handle: Some(handle), in_flight: 0 }
+        } else {
+            Stage::Inline(Box::new(stage2))
+        };
+        Ok(Pipeline {
+            dict: KeyDict::new(config.key_kind),
+            assigner,
+            keys_sent: if config.key_kind == KeyKind::None { 1 } else { 0 },
+            stage,
+            rows: WindowRows::new(ncols),
+            late: LateEvents::new(ncols),
+            metrics: Metrics { watermark: i64::MIN, ..Default::default() },
+            backend_kind,
+            backend_desc,
+            backend_reason: reason,
+            failed: None,
+            finished: false,
+            spare: vec![],
+            late_idx: vec![],
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The backend in use.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.backend_kind
+    }
+
+    /// A description of the backend (adapter name, driver, software/hardware for the GPU).
+    pub fn backend_description(&self) -> &str {
+        &self.backend_desc
+    }
+
+    /// Why this backend was chosen (for `auto`: what was looked for and found).
+    pub fn backend_reason(&self) -> &str {
+        &self.backend_reason
+    }
+
+    /// The key dictionary (ids in output rows and late events refer to it).
+    pub fn keys(&self) -> &KeyDict {
+        &self.dict
+    }
+
+    /// The key dictionary, to encode keys for [`Pipeline::push_encoded`].
+    pub fn keys_mut(&mut self) -> &mut KeyDict {
+        &mut self.dict
+    }
+
+    /// Counters and timings so far.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
+        }
+        if self.finished {
+            return Err(Error::Closed("finish() was already called".into()));
+        }
+        Ok(())
+    }
+
+    /// Pushes events whose keys are integers.
+    pub fn push_int_keys(&mut self, ts: &[i64], keys: &[i64], values: &[&[f64]]) -> Result<()> {
+        self.check_open()?;
+        let t0 = Instant::now();
+        let mut batch = EventBatch::new(0);
+        if keys.len() != ts.len() {
+            return Err(Error::RaggedBatch(format!("ts has {} rows, keys {}", ts.len(), keys.len())));
+        }
+        self.dict.encode_int_slice(keys, &mut batch.keys)?;
+        self.fill_and_push(ts, batch, values, t0)
+    }
+
+    /// Pushes events whose keys are strings (`None` = null key).
+    pub fn push_str_keys(&mut self, ts: &[i64], keys: &[Option<&str>], values: &[&[f64]]) -> Result<()> {
+        self.check_open()?;
+        let t0 = Instant::now();
+        let mut batch = EventBatch::new(0);
+        if keys.len() != ts.len() {
+            return Err(Error::RaggedBatch(format!("ts has {} rows, keys {}", ts.len(), keys.len())));
+        }
+        self.dict.encode_strs(keys.iter().copied(), &mut batch.keys)?;
+        self.fill_and_push(ts, batch, values, t0)
+    }
+
+    /// Pushes events without keys (one global group).
+    pub fn push_unkeyed(&mut self, ts: &[i64], values: &[&[f64]]) -> Result<()> {
+        self.check_open()?;
+        let t0 = Instant::now();
+        let mut batch = EventBatch::new(0);
+        self.dict.encode_none(ts.len(), &mut batch.keys)?;
+        self.fill_and_push(ts, batch, values, t0)
+    }
+
+    fn fill_and_push(&mut self, ts: &[i64], mut batch: EventBatch, values: &[&[f64]], t0: Instant) -> Result<()> {
+        if values.len() != self.config.value_columns.len() {
+            return Err(Error::RaggedBatch(format!(
+                "{} value columns pushed, the pipeline has {} ({:?})",
+                values.len(),
+                self.config.value_columns.len(),
+                self.config.value_columns
+            )));
+        }
+        batch.ts.extend_from_slice(ts);
+        batch.values = values
+            .iter()
+            .map(|v| {
+                let mut out = Vec::with_capacity(v.len());
+                ingest_values(v, None, &mut out);
+                out
+            })
+            .collect();
+        self.metrics.ingest_s += t0.elapsed().as_secs_f64();
+        self.push_encoded(batch)
+    }
+
+    /// Pushes a batch whose keys were encoded with [`Pipeline::keys_mut`] and whose values went
+    /// through [`crate::batch::ingest_values`] (NaN canonical, nulls marked). Timestamps are
+    /// checked first; a batch with a bad timestamp is rejected whole and changes nothing.
+    pub fn push_encoded(&mut self, batch: EventBatch) -> Result<()> {
+        self.check_open()?;
+        batch.check()?;
+        if batch.values.len() != self.config.value_columns.len() {
+            return Err(Error::RaggedBatch(format!(
+                "{} value columns pushed, the pipeline has {}",
+                batch.values.len(),
+                self.config.value_columns.len()
+            )));
+        }
+        if let Some(bad) = batch.keys.iter().position(|&k| k as usize >= self.dict.len()) {
+            return Err(Error::config(format!("key id {} at row {bad} was not produced by this pipeline's key dictionary", batch.keys[bad])));
+        }
+        if let Some(i) = batch.ts.iter().position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t)) {
+            return Err(Error::InvalidTimestamp {
+                column: "ts".into(),
+                row: self.metrics.events_in + i as u64,
+                reason: format!("{} ms is outside the supported range of ±{} ms", batch.ts[i], MAX_ABS_TIMESTAMP_MS),
+            });
+        }
+        let n = batch.len();
+        let bs = self.config.batch_size;
+        if n <= bs {
+            return self.process(batch);
+        }
+        let mut lo = 0;
+        while lo < n {
+            let hi = (lo + bs).min(n);
+            let chunk = EventBatch {
+                ts: batch.ts[lo..hi].to_vec(),
+                keys: batch.keys[lo..hi].to_vec(),
+                values: batch.values.iter().map(|v| v[lo..hi].to_vec()).collect(),
+            };
+            self.process(chunk)?;
+            lo = hi;
+        }
+        Ok(())
+    }
+
+    /// One micro-batch through the assigner, then to the second stage.
+    fn process(&mut self, batch: EventBatch) -> Result<()> {
+        let n = batch.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let mut work = self.spare.pop().unwrap_or_else(|| Work {
+            slots: vec![],
+            values: vec![],
+            plan: Plan::for_spec(&self.config.window),
+            keys_tail: KeyValues::new(self.config.key_kind),
+        });
+        self.late_idx.clear();
+        self.assigner
+            .assign(&batch.ts, &batch.keys, self.dict.len(), &mut work.slots, &mut self.late_idx, &mut work.plan);
+        // Late events go to the side output, with their position in the whole input.
+        let base = self.metrics.events_in;
+        for &i in &self.late_idx {
+            let i = i as usize;
+            self.late.row.push(base + i as u64);
+            self.late.ts.push(batch.ts[i]);
+            self.late.key.push(batch.keys[i]);
+            for (c, v) in batch.values.iter().enumerate() {
+                self.late.values[c].push(v[i]);
+            }
+        }
+        self.metrics.events_in += n as u64;
+        self.metrics.late += self.late_idx.len() as u64;
+        self.metrics.on_time += (n - self.late_idx.len()) as u64;
+        self.metrics.batches += 1;
+        self.metrics.watermark = self.assigner.watermark();
+        work.values = batch.values;
+        work.keys_tail = self.dict.values().tail(self.keys_sent);
+        self.keys_sent = self.dict.len();
+        self.metrics.assign_s += t0.elapsed().as_secs_f64();
+        self.dispatch(work)
+    }
+
+    fn dispatch(&mut self, work: Work) -> Result<()> {
+        match &mut self.stage {
+            Stage::Inline(s2) => {
+                let res = s2.run(&work);
+                self.spare.push(work);
+                let done = self.record_failure(res)?;
+                self.absorb(done);
+                Ok(())
+            }
+            Stage::Thread { tx, in_flight, .. } => {
+                let Some(sender) = tx.as_ref() else {
+                    return Err(Error::Closed("worker stopped".into()));
+                };
+                if sender.send(work).is_err() {
+                    return self.worker_gone();
+                }
+                *in_flight += 1;
+                self.drain(false)
+            }
+        }
+    }
+
+    fn record_failure<T>(&mut self, res: Result<T>) -> Result<T> {
+        if let Err(e) = &res {
+            self.failed = Some(e.to_string());
+        }
+        res
+    }
+
+    fn worker_gone(&mut self) -> Result<()> {
+        // The worker stopped: it sent its error before exiting; surface it.
+        self.drain(true)?;
+        let msg = "the worker thread stopped unexpectedly".to_string();
+        self.failed = Some(msg.clone());
+        Err(Error::Closed(msg))
+    }
+
+    /// Collects finished batches from the worker; with `block`, waits for all in flight.
+    fn drain(&mut self, block: bool) -> Result<()> {
+        loop {
+            let (res, in_flight_now) = match &mut self.stage {
+                Stage::Inline(_) => return Ok(()),
+                Stage::Thread { rx, in_flight, .. } => {
+                    if *in_flight == 0 {
+                        return Ok(());
+                    }
+                    let r = if block {
+                        match rx.recv() {
+                            Ok(r) => r,
+                            Err(_) => {
+                                *in_flight = 0;
+                                return Err(Error::Closed("the worker thread stopped unexpectedly".into()));
+                            }
+                        }
+                    } else {
+                        match rx.try_recv() {
+                            Ok(r) => r,
+                            Err(_) => return Ok(()),
+                        }
+                    };
+                    *in_flight -= 1;
+                    (r, *in_flight)
+                }
+            };
+            let mut done = self.record_failure(res)?;
+            if let Some(w) = done.recycled.take() {
+                self.spare.push(w);
+            }
+            self.absorb(done);
+            if in_flight_now == 0 && block {
+                return Ok(());
+            }
+        }
+    }
+
+    fn absorb(&mut self, done: Done) {
+        for &r in &done.rows.revision {
+            if r == 0 {
+                self.metrics.windows_fired += 1;
+            } else {
+                self.metrics.revisions += 1;
+            }
+        }
+        self.metrics.backend = done.times;
+        self.metrics.store_s += done.store_s;
+        self.metrics.open_states = done.open_states;
+        if self.rows.is_empty() {
+            self.rows = done.rows;
+        } else {
+            self.rows.append(&done.rows);
+        }
+    }
+
+    /// Takes the rows and late events produced so far (without waiting for batches in flight).
+    pub fn poll(&mut self) -> Result<Output> {
+        if let Some(e) = &self.failed {
+            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
+        }
+        self.drain(false)?;
+        Ok(self.take_output())
+    }
+
+    /// Waits for every batch in flight, then takes the output so far.
+    pub fn flush(&mut self) -> Result<Output> {
+        self.check_open()?;
+        self.drain(true)?;
+        Ok(self.take_output())
+    }
+
+    fn take_output(&mut self) -> Output {
+        let ncols = self.config.value_columns.len();
+        Output { rows: std::mem::replace(&mut self.rows, WindowRows::new(ncols)), late: self.late.take() }
+    }
+
+    /// Ends the input: the watermark becomes +∞, every open window fires, and the remaining
+    /// output is returned.
+    pub fn finish(&mut self) -> Result<Output> {
+        self.check_open()?;
+        let plan = self.assigner.finish();
+        self.metrics.watermark = self.assigner.watermark();
+        let work = Work {
+            slots: vec![],
+            values: vec![vec![]; self.config.value_columns.len()],
+            plan,
+            keys_tail: self.dict.values().tail(self.keys_sent),
+        };
+        self.keys_sent = self.dict.len();
+        self.dispatch(work)?;
+        self.drain(true)?;
+        self.finished = true;
+        if let Stage::Thread { tx, handle, .. } = &mut self.stage {
+            tx.take();
+            if let Some(h) = handle.take() {
+                let _ = h.join();
+            }
+        }
+        Ok(self.take_output())
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Stage::Thread { tx, handle, .. } = &mut self.stage {
+            tx.take();
+            if let Some(h) = handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Pipeline>();
+    is_send::<Output>();
+}

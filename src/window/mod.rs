@@ -1,0 +1,161 @@
+//! Event-time windows: specs, the per-event watermark, and the two halves of every window kind —
+//! the **assigner** (per event: watermark, lateness, slot) and the **store** (window state,
+//! firing, purging).
+//!
+//! ```text
+//!  batch ─► Assigner::assign ─► slots + Plan ─► backend.reduce ─► Partials ─► Store::apply ─► rows
+//!            (sequential,          │                                          ▲
+//!             structure only)      └──────────── plan (slot → key/pane/session) ┘
+//! ```
+//!
+//! The assigner owns only structure that follows from timestamps and keys; the store owns the
+//! aggregates. The two can therefore run on different threads, one batch apart.
+
+pub mod panes;
+pub mod session;
+pub mod spec;
+pub mod watermark;
+
+pub use spec::{PaneLayout, WindowSpec};
+pub use watermark::Watermark;
+
+use crate::backend::Partials;
+use crate::batch::KeyValues;
+use crate::output::WindowRows;
+use panes::{PaneAssigner, PanePlan, PaneStore};
+use session::{SessionAssigner, SessionPlan, SessionStore};
+
+/// What the assigner hands the store for one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Tumbling or sliding windows.
+    Panes(PanePlan),
+    /// Session windows.
+    Sessions(SessionPlan),
+}
+
+impl Plan {
+    /// An empty plan of the kind `spec` needs.
+    pub fn for_spec(spec: &WindowSpec) -> Self {
+        if spec.is_session() { Plan::Sessions(SessionPlan::default()) } else { Plan::Panes(PanePlan::default()) }
+    }
+
+    /// Number of slots the plan allocated.
+    pub fn num_slots(&self) -> usize {
+        match self {
+            Plan::Panes(p) => p.num_slots(),
+            Plan::Sessions(p) => p.num_slots(),
+        }
+    }
+
+    /// The watermark after the batch.
+    pub fn end_watermark(&self) -> i64 {
+        match self {
+            Plan::Panes(p) => p.end_watermark,
+            Plan::Sessions(p) => p.end_watermark,
+        }
+    }
+}
+
+/// The per-event half of a window operator.
+#[derive(Clone, Debug)]
+pub enum Assigner {
+    /// Tumbling or sliding windows.
+    Panes(PaneAssigner),
+    /// Session windows.
+    Sessions(SessionAssigner),
+}
+
+impl Assigner {
+    /// The assigner for `spec` with watermark delay and allowed lateness in ms.
+    pub fn new(spec: &WindowSpec, delay: i64, lateness: i64) -> Self {
+        match (spec.panes(), spec) {
+            (Some(layout), _) => Assigner::Panes(PaneAssigner::new(layout, delay, lateness)),
+            (None, WindowSpec::Session { gap }) => Assigner::Sessions(SessionAssigner::new(gap.as_millis(), delay, lateness)),
+            (None, _) => unreachable!("only session windows have no pane layout"),
+        }
+    }
+
+    /// Assigns one batch: late positions to `late`, a slot per event to `slots`, the rest to
+    /// `plan` (which must be of this assigner's kind; it is replaced otherwise).
+    pub fn assign(&mut self, ts: &[i64], keys: &[u32], num_keys: usize, slots: &mut Vec<u32>, late: &mut Vec<u32>, plan: &mut Plan) {
+        match self {
+            Assigner::Panes(a) => {
+                if !matches!(plan, Plan::Panes(_)) {
+                    *plan = Plan::Panes(PanePlan::default());
+                }
+                if let Plan::Panes(p) = plan {
+                    a.assign(ts, keys, num_keys, slots, late, p);
+                }
+            }
+            Assigner::Sessions(a) => {
+                if !matches!(plan, Plan::Sessions(_)) {
+                    *plan = Plan::Sessions(SessionPlan::default());
+                }
+                if let Plan::Sessions(p) = plan {
+                    a.assign(ts, keys, num_keys, slots, late, p);
+                }
+            }
+        }
+    }
+
+    /// The plan that ends the input (watermark +∞).
+    pub fn finish(&mut self) -> Plan {
+        match self {
+            Assigner::Panes(a) => {
+                let mut p = PanePlan::default();
+                a.finish(&mut p);
+                Plan::Panes(p)
+            }
+            Assigner::Sessions(a) => {
+                let mut p = SessionPlan::default();
+                a.finish(&mut p);
+                Plan::Sessions(p)
+            }
+        }
+    }
+
+    /// The watermark that applies to the next event.
+    pub fn watermark(&self) -> i64 {
+        match self {
+            Assigner::Panes(a) => a.watermark(),
+            Assigner::Sessions(a) => a.watermark(),
+        }
+    }
+}
+
+/// The window state of a window operator.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// Tumbling or sliding windows.
+    Panes(PaneStore),
+    /// Session windows.
+    Sessions(SessionStore),
+}
+
+impl Store {
+    /// The store for `spec` with allowed lateness in ms and `ncols` value columns.
+    pub fn new(spec: &WindowSpec, lateness: i64, ncols: usize) -> Self {
+        match spec.panes() {
+            Some(layout) => Store::Panes(PaneStore::new(layout, lateness, ncols)),
+            None => Store::Sessions(SessionStore::new(ncols)),
+        }
+    }
+
+    /// Applies one batch's plan and partials; emitted rows are appended to `out`.
+    pub fn apply(&mut self, plan: &Plan, partials: &Partials, keys: &KeyValues, out: &mut WindowRows) {
+        match (self, plan) {
+            (Store::Panes(s), Plan::Panes(p)) => s.apply(p, partials, keys, out),
+            (Store::Sessions(s), Plan::Sessions(p)) => s.apply(p, partials, keys, out),
+            _ => debug_assert!(false, "plan kind does not match the store"),
+        }
+    }
+
+    /// `(key, window)` or session states currently held: bounded on an endless stream.
+    pub fn open_states(&self) -> usize {
+        match self {
+            Store::Panes(s) => s.open_states(),
+            Store::Sessions(s) => s.open_sessions(),
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! Tumbling and sliding windows computed from panes.
+//!
+//! **Assigner** (host, sequential, per event): evaluates the per-event watermark, sends late
+//! events to the side output, and gives every on-time event a slot that stands for
+//! `(key, pane, epoch)`. An *epoch* is a stretch of the batch between two watermark points at
+//! which some sliding window fires or is purged; splitting slots there keeps a window that fires
+//! mid-batch from seeing events that came after its firing, so results never depend on the batch
+//! size. Tumbling windows need no epochs (each pane is one window and lateness is decided per
+//! event).
+//!
+//! **Store** (host, plain data): merges the backend's per-slot partials into per-pane state,
+//! epoch by epoch, and fires a window by merging its `size / pane` panes when the watermark passes
+//! its end. The cost per event is one pane update whatever the number of windows an event belongs
+//! to; the cost per emitted row is one merge per pane.
+
+use super::spec::PaneLayout;
+use super::watermark::Watermark;
+use crate::agg::ColPartial;
+use crate::backend::{Partials, SKIP_SLOT};
+use crate::batch::KeyValues;
+use crate::output::WindowRows;
+use std::collections::{BTreeMap, BTreeSet};
+
+const NONE: u32 = u32::MAX;
+
+/// `end - 1 + lateness`, the watermark at which a window ending at `end` is purged.
+#[inline]
+fn cleanup_time(end: i64, lateness: i64) -> i64 {
+    end.saturating_sub(1).saturating_add(lateness)
+}
+
+/// A watermark point inside a batch where windows fire or are purged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Epoch {
+    /// Slots below this were allocated before the point.
+    pub slot_end: u32,
+    /// The watermark at the point.
+    pub watermark: i64,
+}
+
+/// What the assigner tells the store about one batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PanePlan {
+    /// Key id of each slot.
+    pub slot_key: Vec<u32>,
+    /// Pane index of each slot.
+    pub slot_pane: Vec<i64>,
+    /// Watermark points inside the batch, in order.
+    pub epochs: Vec<Epoch>,
+    /// The watermark after the batch.
+    pub end_watermark: i64,
+}
+
+impl PanePlan {
+    fn clear(&mut self) {
+        self.slot_key.clear();
+        self.slot_pane.clear();
+        self.epochs.clear();
+    }
+
+    /// Number of slots.
+    pub fn num_slots(&self) -> usize {
+        self.slot_key.len()
+    }
+}
+
+/// Per-pane lookup `key -> slot` for the current epoch. An entry is valid when its high half
+/// equals the table's stamp, so tables are reused without clearing.
+#[derive(Clone, Debug, Default)]
+struct SlotTable {
+    pane: i64,
+    cleanup: i64,
+    stamp: u32,
+    entries: Vec<u64>,
+}
+
+/// The per-event half of pane windows: watermark, lateness, slot assignment.
+#[derive(Clone, Debug)]
+pub struct PaneAssigner {
+    layout: PaneLayout,
+    lateness: i64,
+    wm: Watermark,
+    use_epochs: bool,
+    next_boundary: i64,
+    tables: Vec<SlotTable>,
+    pool: Vec<SlotTable>,
+    next_stamp: u32,
+}
+
+impl PaneAssigner {
+    /// An assigner for `layout` with watermark delay and allowed lateness in ms.
+    pub fn new(layout: PaneLayout, delay: i64, lateness: i64) -> Self {
+        PaneAssigner {
+            layout,
+            lateness,
+            wm: Watermark::new(delay),
+            use_epochs: layout.slide != layout.size,
+            next_boundary: i64::MIN,
+            tables: vec![],
+            pool: vec![],
+            next_stamp: 1,
+        }
+    }
+
+    /// The watermark that applies to the next event.
+    pub fn watermark(&self) -> i64 {
+        self.wm.current()
+    }
+
+    /// The watermark state (for checkpoints and metrics).
+    pub fn watermark_state(&self) -> &Watermark {
+        &self.wm
+    }
+
+    fn boundary_after(&self, w: i64) -> i64 {
+        let l = &self.layout;
+        let fire_end = l.next_window_end_after(w.saturating_add(1));
+        let purge_end = l.next_window_end_after(w.saturating_add(1).saturating_sub(self.lateness));
+        (fire_end - 1).min(cleanup_time(purge_end, self.lateness))
+    }
+
+    fn release_tables(&mut self) {
+        self.pool.append(&mut self.tables);
+    }
+
+    fn fresh_stamp(&mut self) -> u32 {
+        if self.next_stamp == u32::MAX {
+            for t in self.pool.iter_mut().chain(self.tables.iter_mut()) {
+                t.entries.fill(0);
+                t.stamp = 0;
+            }
+            self.next_stamp = 1;
+        }
+        let s = self.next_stamp;
+        self.next_stamp += 1;
+        s
+    }
+
+    /// The table for pane `p`, creating it unless the pane is already past cleanup at `w`
+    /// (then `None`: the event is late).
+    #[inline]
+    fn table_for(&mut self, p: i64, w: i64, num_keys: usize) -> Option<usize> {
+        if let Some(i) = self.tables.iter().rposition(|t| t.pane == p) {
+            return Some(i);
+        }
+        let cleanup = cleanup_time(self.layout.last_window_end(p), self.lateness);
+        if cleanup <= w {
+            return None;
+        }
+        let stamp = self.fresh_stamp();
+        let mut t = self.pool.pop().unwrap_or_default();
+        t.pane = p;
+        t.cleanup = cleanup;
+        t.stamp = stamp;
+        if t.entries.len() < num_keys {
+            t.entries.resize(num_keys, 0);
+        }
+        self.tables.push(t);
+        Some(self.tables.len() - 1)
+    }
+
+    /// Assigns one batch. `num_keys` bounds the key ids in `keys`. Late event positions go to
+    /// `late`, slots (or [`SKIP_SLOT`]) to `slots`, the rest of the plan to `plan`.
+    pub fn assign(&mut self, ts: &[i64], keys: &[u32], num_keys: usize, slots: &mut Vec<u32>, late: &mut Vec<u32>, plan: &mut PanePlan) {
+        plan.clear();
+        slots.clear();
+        slots.reserve(ts.len());
+        let mut max = self.wm.max_ts();
+        let mut last: usize = usize::MAX;
+        for (i, (&t, &k)) in ts.iter().zip(keys).enumerate() {
+            let w = self.wm.from_max(max);
+            if self.use_epochs && w >= self.next_boundary && w != i64::MIN {
+                plan.epochs.push(Epoch { slot_end: plan.slot_key.len() as u32, watermark: w });
+                self.release_tables();
+                last = usize::MAX;
+                self.next_boundary = self.boundary_after(w);
+            }
+            max = max.max(t);
+            let p = self.layout.pane_of(t);
+            let ti = if last < self.tables.len() && self.tables[last].pane == p {
+                last
+            } else {
+                match self.table_for(p, w, num_keys) {
+                    Some(ti) => ti,
+                    None => {
+                        late.push(i as u32);
+                        slots.push(SKIP_SLOT);
+                        continue;
+                    }
+                }
+            };
+            last = ti;
+            let table = &mut self.tables[ti];
+            if table.cleanup <= w {
+                late.push(i as u32);
+                slots.push(SKIP_SLOT);
+                continue;
+            }
+            let e = &mut table.entries[k as usize];
+            let slot = if (*e >> 32) as u32 == table.stamp {
+                *e as u32
+            } else {
+                let s = plan.slot_key.len() as u32;
+                *e = ((table.stamp as u64) << 32) | s as u64;
+                plan.slot_key.push(k);
+                plan.slot_pane.push(p);
+                s
+            };
+            slots.push(slot);
+        }
+        self.wm.advance(max);
+        self.release_tables();
+        plan.end_watermark = self.wm.current();
+    }
+
+    /// Ends the input: the plan that fires every open window.
+    pub fn finish(&mut self, plan: &mut PanePlan) {
+        plan.clear();
+        self.wm.finish();
+        plan.end_watermark = self.wm.current();
+    }
+}
+
+/// The partial state of one pane for every key that has data in it.
+#[derive(Clone, Debug, Default)]
+struct Pane {
+    index: Vec<u32>,
+    keys: Vec<u32>,
+    count: Vec<u64>,
+    cols: Vec<ColPartial>,
+}
+
+impl Pane {
+    #[inline]
+    fn row(&mut self, key: u32, ncols: usize) -> usize {
+        let k = key as usize;
+        if k >= self.index.len() {
+            self.index.resize(k + 1, NONE);
+        }
+        let r = self.index[k];
+        if r != NONE {
+            return r as usize;
+        }
+        let r = self.keys.len();
+        self.index[k] = r as u32;
+        self.keys.push(key);
+        self.count.push(0);
+        self.cols.extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
+        r
+    }
+
+    fn get(&self, key: u32) -> Option<usize> {
+        self.index.get(key as usize).copied().filter(|r| *r != NONE).map(|r| r as usize)
+    }
+
+    fn reset(&mut self) {
+        for &k in &self.keys {
+            self.index[k as usize] = NONE;
+        }
+        self.keys.clear();
+        self.count.clear();
+        self.cols.clear();
+    }
+}
+
+/// Scratch space to merge the panes of one window for every key.
+#[derive(Clone, Debug, Default)]
+struct Accumulator {
+    index: Vec<u32>,
+    keys: Vec<u32>,
+    count: Vec<u64>,
+    cols: Vec<ColPartial>,
+}
+
+/// The window state of tumbling and sliding windows: per-pane partials, fired-window revisions.
+#[derive(Clone, Debug)]
+pub struct PaneStore {
+    layout: PaneLayout,
+    lateness: i64,
+    ncols: usize,
+    wm: i64,
+    panes: BTreeMap<i64, Pane>,
+    pool: Vec<Pane>,
+    next_fire_end: i64,
+    /// Windows that fired and are still kept (`allowed lateness > 0`): `(start, key) -> revision`.
+    fired: BTreeMap<(i64, u32), u32>,
+    /// Fired, kept windows updated since their last firing.
+    dirty: BTreeSet<(i64, u32)>,
+    acc: Accumulator,
+    order: Vec<u32>,
+}
+
+impl PaneStore {
+    /// An empty store.
+    pub fn new(layout: PaneLayout, lateness: i64, ncols: usize) -> Self {
+        PaneStore {
+            layout,
+            lateness,
+            ncols,
+            wm: i64::MIN,
+            panes: BTreeMap::new(),
+            pool: vec![],
+            next_fire_end: i64::MIN,
+            fired: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            acc: Accumulator::default(),
+            order: vec![],
+        }
+    }
+
+    /// Panes currently held (for metrics and the bounded-memory tests).
+    pub fn open_panes(&self) -> usize {
+        self.panes.len()
+    }
+
+    /// `(key, pane)` states currently held.
+    pub fn open_states(&self) -> usize {
+        self.panes.values().map(|p| p.keys.len()).sum()
+    }
+
+    /// Applies one batch's partials and fires what the watermark allows.
+    pub fn apply(&mut self, plan: &PanePlan, partials: &Partials, keys: &KeyValues, out: &mut WindowRows) {
+        let mut s = 0usize;
+        for ep in &plan.epochs {
+            self.merge(plan, partials, s..ep.slot_end as usize);
+            s = ep.slot_end as usize;
+            self.advance_to(ep.watermark, keys, out);
+        }
+        self.merge(plan, partials, s..plan.num_slots());
+        self.advance_to(plan.end_watermark, keys, out);
+        let dirty = std::mem::take(&mut self.dirty);
+        self.emit_revisions(dirty.into_iter(), keys, out);
+    }
+
+    fn merge(&mut self, plan: &PanePlan, partials: &Partials, range: std::ops::Range<usize>) {
+        let ncols = self.ncols;
+        let mut cur_pane = i64::MIN;
+        let mut pane: Option<&mut Pane> = None;
+        let track_dirty = self.lateness > 0;
+        for s in range {
+            let p = plan.slot_pane[s];
+            if p != cur_pane || pane.is_none() {
+                cur_pane = p;
+                if !self.panes.contains_key(&p) {
+                    let fresh = self.pool.pop().unwrap_or_default();
+                    self.panes.insert(p, fresh);
+                }
+                pane = self.panes.get_mut(&p);
+            }
+            let Some(pn) = pane.as_deref_mut() else { continue };
+            let key = plan.slot_key[s];
+            let r = pn.row(key, ncols);
+            pn.count[r] += partials.count[s];
+            for (a, b) in pn.cols[r * ncols..(r + 1) * ncols].iter_mut().zip(partials.slot(s)) {
+                a.combine(b);
+            }
+            if track_dirty {
+                let start = self.layout.pane_start(p);
+                for ws in self.layout.windows_of(start) {
+                    let end = ws + self.layout.size;
+                    if end - 1 <= self.wm && cleanup_time(end, self.lateness) > self.wm {
+                        self.dirty.insert((ws, key));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances the store's watermark to `w`: fires windows with `end - 1 <= w` (first firing),
+    /// emits the last revision of updated windows about to be purged, and purges state that can
+    /// no longer change.
+    pub fn advance_to(&mut self, w: i64, keys: &KeyValues, out: &mut WindowRows) {
+        if w <= self.wm {
+            return;
+        }
+        let size = self.layout.size;
+        loop {
+            let e = self.next_fire_end;
+            if e != i64::MIN && e - 1 > w {
+                break;
+            }
+            let first = if e == i64::MIN {
+                self.panes.keys().next().copied()
+            } else {
+                self.panes.range(self.layout.pane_of(e - size)..).next().map(|(p, _)| *p)
+            };
+            let Some(p) = first else { break };
+            let candidate = if e == i64::MIN { self.layout.first_window_end(p) } else { e.max(self.layout.first_window_end(p)) };
+            if candidate != e {
+                self.next_fire_end = candidate;
+                continue;
+            }
+            self.fire_window(e - size, keys, out);
+            self.next_fire_end = e + self.layout.slide;
+        }
+        self.wm = w;
+        // Purge: emit pending revisions of windows that are about to go, then drop state.
+        if self.lateness > 0 {
+            let lateness = self.lateness;
+            let purged: Vec<(i64, u32)> = self
+                .dirty
+                .iter()
+                .take_while(|(s, _)| cleanup_time(s + size, lateness) <= w)
+                .copied()
+                .collect();
+            for d in &purged {
+                self.dirty.remove(d);
+            }
+            self.emit_revisions(purged.into_iter(), keys, out);
+            while let Some((&(s, _), _)) = self.fired.first_key_value() {
+                if cleanup_time(s + size, lateness) > w {
+                    break;
+                }
+                // every window with this start is purged
+                let rest = self.fired.split_off(&(s + 1, 0));
+                self.fired = rest;
+            }
+        }
+        while let Some((&p, _)) = self.panes.first_key_value() {
+            if cleanup_time(self.layout.last_window_end(p), self.lateness) > w {
+                break;
+            }
+            if let Some(mut pane) = self.panes.remove(&p) {
+                pane.reset();
+                self.pool.push(pane);
+            }
+        }
+    }
+
+    /// Merges the panes of window `[start, start + size)` for every key and emits one row each.
+    fn fire_window(&mut self, start: i64, keys: &KeyValues, out: &mut WindowRows) {
+        let ncols = self.ncols;
+        let end = start + self.layout.size;
+        let lo = self.layout.pane_of(start);
+        let hi = self.layout.pane_of(end - 1);
+        let acc = &mut self.acc;
+        for (_, pane) in self.panes.range(lo..=hi) {
+            for (r, &k) in pane.keys.iter().enumerate() {
+                let ki = k as usize;
+                if ki >= acc.index.len() {
+                    acc.index.resize(ki + 1, NONE);
+                }
+                let a = if acc.index[ki] == NONE {
+                    let a = acc.keys.len();
+                    acc.index[ki] = a as u32;
+                    acc.keys.push(k);
+                    acc.count.push(0);
+                    acc.cols.extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
+                    a
+                } else {
+                    acc.index[ki] as usize
+                };
+                acc.count[a] += pane.count[r];
+                for (x, y) in acc.cols[a * ncols..(a + 1) * ncols].iter_mut().zip(&pane.cols[r * ncols..(r + 1) * ncols]) {
+                    x.combine(y);
+                }
+            }
+        }
+        self.order.clear();
+        self.order.extend_from_slice(&acc.keys);
+        keys.sort_ids(&mut self.order);
+        let keep = self.lateness > 0;
+        for &k in &self.order {
+            let a = acc.index[k as usize] as usize;
+            out.push(k, start, end, 0, acc.count[a], &acc.cols[a * ncols..(a + 1) * ncols], 0);
+            if keep {
+                self.fired.insert((start, k), 0);
+            }
+        }
+        for &k in &acc.keys {
+            acc.index[k as usize] = NONE;
+        }
+        acc.keys.clear();
+        acc.count.clear();
+        acc.cols.clear();
+    }
+
+    /// Emits a new revision of each `(start, key)` window from its current panes, ordered by
+    /// start, then key value.
+    fn emit_revisions(&mut self, windows: impl Iterator<Item = (i64, u32)>, keys: &KeyValues, out: &mut WindowRows) {
+        let mut list: Vec<(i64, u32)> = windows.collect();
+        if list.is_empty() {
+            return;
+        }
+        list.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys.cmp_ids(a.1, b.1)));
+        let ncols = self.ncols;
+        let mut cols = vec![ColPartial::IDENTITY; ncols];
+        for (start, key) in list {
+            let end = start + self.layout.size;
+            let mut count = 0;
+            cols.fill(ColPartial::IDENTITY);
+            for (_, pane) in self.panes.range(self.layout.pane_of(start)..=self.layout.pane_of(end - 1)) {
+                if let Some(r) = pane.get(key) {
+                    count += pane.count[r];
+                    for (x, y) in cols.iter_mut().zip(&pane.cols[r * ncols..(r + 1) * ncols]) {
+                        x.combine(y);
+                    }
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            let rev = match self.fired.get(&(start, key)) {
+                Some(r) => r + 1,
+                None => 0,
+            };
+            self.fired.insert((start, key), rev);
+            out.push(key, start, end, rev, count, &cols, 0);
+        }
+    }
+}
