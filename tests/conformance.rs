@@ -151,3 +151,4 @@ fn heavy_disorder() {
     check("disorder hop", &data, &Run::new("hop:4s:1s", 1000, 500));
     check("disorder session", &data, &Run::new("session:10ms", 1000, 0));
 }
+

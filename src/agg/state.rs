@@ -31,10 +31,11 @@ pub fn is_null_value(v: f64) -> bool {
     v.to_bits() == NULL_VALUE_BITS
 }
 
-/// Maps any NaN to the canonical NaN so it can never be mistaken for the null marker.
+/// Maps any NaN other than the null marker to the canonical NaN, so that no input NaN can be
+/// mistaken for a null and every NaN orders the same way on every backend.
 #[inline]
 pub fn canonical(v: f64) -> f64 {
-    if v.is_nan() { f64::from_bits(CANONICAL_NAN_BITS) } else { v }
+    if v.is_nan() && v.to_bits() != NULL_VALUE_BITS { f64::from_bits(CANONICAL_NAN_BITS) } else { v }
 }
 
 /// The order-preserving `u64` key of an f64 (IEEE total order).

@@ -281,7 +281,6 @@ pub struct PaneStore {
     wm: i64,
     panes: BTreeMap<i64, Pane>,
     pool: Vec<Pane>,
-    next_fire_end: i64,
     /// Windows that fired and are still kept (`allowed lateness > 0`): `(start, key) -> revision`.
     fired: BTreeMap<(i64, u32), u32>,
     /// Fired, kept windows updated since their last firing.
@@ -300,7 +299,6 @@ impl PaneStore {
             wm: i64::MIN,
             panes: BTreeMap::new(),
             pool: vec![],
-            next_fire_end: i64::MIN,
             fired: BTreeMap::new(),
             dirty: BTreeSet::new(),
             acc: Accumulator::default(),
@@ -374,24 +372,26 @@ impl PaneStore {
             return;
         }
         let size = self.layout.size;
+        // Every window with `end - 1 <= self.wm` has fired; start from the first that has not.
+        let mut e = if self.wm == i64::MIN { i64::MIN } else { self.layout.next_window_end_after(self.wm + 1) };
         loop {
-            let e = self.next_fire_end;
-            if e != i64::MIN && e - 1 > w {
-                break;
-            }
             let first = if e == i64::MIN {
                 self.panes.keys().next().copied()
             } else {
                 self.panes.range(self.layout.pane_of(e - size)..).next().map(|(p, _)| *p)
             };
             let Some(p) = first else { break };
-            let candidate = if e == i64::MIN { self.layout.first_window_end(p) } else { e.max(self.layout.first_window_end(p)) };
-            if candidate != e {
-                self.next_fire_end = candidate;
+            // The first window that holds data; the ones before it are empty.
+            let c = if e == i64::MIN { self.layout.first_window_end(p) } else { e.max(self.layout.first_window_end(p)) };
+            if c - 1 > w {
+                break;
+            }
+            if c != e {
+                e = c;
                 continue;
             }
             self.fire_window(e - size, keys, out);
-            self.next_fire_end = e + self.layout.slide;
+            e += self.layout.slide;
         }
         self.wm = w;
         // Purge: emit pending revisions of windows that are about to go, then drop state.
