@@ -27,6 +27,10 @@ pub struct WindowRows {
     /// (which may grow and merge between revisions); for tumbling and sliding windows, 0 (the
     /// window is identified by key and start).
     pub lineage: Vec<u64>,
+    /// Session lineages that had emitted rows and were then merged into another session, as
+    /// `(absorbed, survivor)`: the absorbed session's earlier rows are superseded by the
+    /// survivor's next revision. Always empty for tumbling and sliding windows.
+    pub merged: Vec<(u64, u64)>,
 }
 
 impl WindowRows {
@@ -67,6 +71,7 @@ impl WindowRows {
         self.count.extend_from_slice(&other.count);
         self.cols.extend_from_slice(&other.cols);
         self.lineage.extend_from_slice(&other.lineage);
+        self.merged.extend_from_slice(&other.merged);
     }
 
     /// Removes every row, keeping the allocations.
@@ -78,6 +83,7 @@ impl WindowRows {
         self.count.clear();
         self.cols.clear();
         self.lineage.clear();
+        self.merged.clear();
     }
 
     /// The partial of value column `c` in `row`.

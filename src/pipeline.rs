@@ -652,7 +652,7 @@ impl Pipeline {
         self.metrics.backend = done.times;
         self.metrics.store_s += done.store_s;
         self.metrics.open_states = done.open_states;
-        if self.rows.is_empty() {
+        if self.rows.is_empty() && self.rows.merged.is_empty() {
             self.rows = done.rows;
         } else {
             self.rows.append(&done.rows);

@@ -23,7 +23,7 @@ fn check(name: &str, data: &Data, run: &Run) {
     let session = run.spec.is_session();
     for (b, rel, rel_std) in backends() {
         let res = run_backend(data, run, b);
-        let fin = final_view(&res.rows, session);
+        let fin = final_view(&res, session);
         if let Err(e) = compare(&fin, &expected, rel, rel_std) {
             panic!("{name} on {b}: {e}");
         }
@@ -88,7 +88,7 @@ fn string_keys_and_no_key() {
     let (exp, late) = model(&data, run.model_spec());
     for (b, rel, rs) in backends() {
         let res = run_backend(&data, &run, b);
-        compare(&sorted(final_view(&res.rows, false)), &sorted(exp.clone()), rel, rs).unwrap();
+        compare(&sorted(final_view(&res, false)), &sorted(exp.clone()), rel, rs).unwrap();
         let mut l = res.late.clone();
         l.sort();
         assert_eq!(l, late);

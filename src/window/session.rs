@@ -373,6 +373,9 @@ impl SessionStore {
         for &(from, into) in &plan.merges {
             let absorbed = self.sessions.remove(&from);
             self.forward.insert(from, into);
+            if absorbed.as_ref().is_some_and(|a| a.emitted.is_some()) {
+                out.merged.push((from, into));
+            }
             let target = self.entry(into);
             if let Some(a) = absorbed {
                 target.count += a.count;

@@ -258,6 +258,8 @@ impl Run {
 #[derive(Clone, Debug)]
 pub struct Result {
     pub rows: Vec<Row>,
+    /// Session lineages absorbed into another after emitting.
+    pub merged: Vec<(u64, u64)>,
     pub late: Vec<usize>,
     pub on_time: u64,
 }
@@ -280,8 +282,10 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
     let aggs = Aggregates::all();
     let mut rows = vec![];
     let mut late = vec![];
-    let collect = |p: &Pipeline, out: fenestra::Output, rows: &mut Vec<Row>, late: &mut Vec<usize>| {
+    let mut merged = vec![];
+    let collect = |p: &Pipeline, out: fenestra::Output, rows: &mut Vec<Row>, late: &mut Vec<usize>, merged: &mut Vec<(u64, u64)>| {
         let r = &out.rows;
+        merged.extend_from_slice(&r.merged);
         for i in 0..r.len() {
             let vals = r.values(i, &aggs);
             let aggs6: Vec<[Option<f64>; 6]> = vals.chunks(6).map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]]).collect();
@@ -316,19 +320,24 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
             KeyKind::None => p.push_unkeyed(&data.ts[lo..hi], &vals).unwrap(),
         }
         let out = p.poll().unwrap();
-        collect(p, out, &mut rows, &mut late);
+        collect(p, out, &mut rows, &mut late, &mut merged);
         lo = hi;
     }
     let out = p.finish().unwrap();
-    collect(p, out, &mut rows, &mut late);
+    collect(p, out, &mut rows, &mut late, &mut merged);
     let on_time = p.metrics().on_time;
-    Result { rows, late, on_time }
+    Result { rows, merged, late, on_time }
 }
 
-/// The last revision of every window: for sessions per lineage, otherwise per (key, start).
-pub fn final_view(rows: &[Row], session: bool) -> Vec<Row> {
+/// The last revision of every window: for sessions per lineage (lineages merged into another
+/// session are dropped), otherwise per (key, start).
+pub fn final_view(res: &Result, session: bool) -> Vec<Row> {
+    let absorbed: std::collections::HashSet<u64> = res.merged.iter().map(|m| m.0).collect();
     let mut last: BTreeMap<(Option<i64>, i64, u64), Row> = BTreeMap::new();
-    for r in rows {
+    for r in &res.rows {
+        if session && absorbed.contains(&r.lineage) {
+            continue;
+        }
         let id = if session { (None, 0, r.lineage) } else { (r.key, r.start, 0) };
         last.insert(id, r.clone());
     }

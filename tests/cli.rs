@@ -1,0 +1,216 @@
+//! The command line: output format and order, the late side output, and every bad input — each
+//! must exit non-zero with a message that names the problem and leave no output file behind.
+
+use polars::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fenestra"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run fenestra")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn p(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn write_csv(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn names(df: &DataFrame) -> Vec<&str> {
+    df.get_column_names().into_iter().map(|c| c.as_str()).collect()
+}
+
+fn read(path: &Path) -> DataFrame {
+    fenestra::io::read_frame(path).unwrap()
+}
+
+fn generate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let out = p(dir, name);
+    let mut args = vec!["gen", "--events", "20000", "--keys", "50", "--output", s(&out)];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "gen failed: {}", stderr(&o));
+    out
+}
+
+#[test]
+fn gen_then_run_gives_the_documented_columns_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "events.parquet", &["--late-fraction", "0.01", "--zipf", "1.1"]);
+    let df = read(&input);
+    assert_eq!(names(&df), vec!["ts", "key", "value"]);
+    assert_eq!(df.height(), 20_000);
+    let out = p(dir.path(), "out.parquet");
+    let late = p(dir.path(), "late.csv");
+    let o = run(&["run", "--input", s(&input), "--output", s(&out), "--window", "tumble:1s", "--backend", "cpu", "--late-output", s(&late)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("events read 20000"), "{err}");
+    assert!(err.contains("late ") && err.contains("windows emitted") && err.contains("events/s"), "{err}");
+    let res = read(&out);
+    assert_eq!(
+        names(&res),
+        vec!["key", "window_start", "window_end", "revision", "count", "sum_value", "min_value", "max_value", "mean_value", "std_value"]
+    );
+    // the key keeps its input type
+    assert_eq!(res.column("key").unwrap().dtype(), &DataType::UInt32);
+    // rows sorted by (window_start, key)
+    let ws: Vec<i64> = res.column("window_start").unwrap().i64().unwrap().into_no_null_iter().collect();
+    let ks: Vec<u32> = res.column("key").unwrap().u32().unwrap().into_no_null_iter().collect();
+    for i in 1..ws.len() {
+        assert!((ws[i - 1], ks[i - 1]) < (ws[i], ks[i]), "row order at {i}");
+    }
+    let counted: u64 = res.column("count").unwrap().u64().unwrap().sum().unwrap();
+    let late_df = read(&late);
+    assert_eq!(names(&late_df), vec!["ts", "key", "value"]);
+    assert!(late_df.height() > 0);
+    assert_eq!(counted as usize + late_df.height(), 20_000, "on-time + late = input");
+}
+
+#[test]
+fn string_keys_stay_strings_null_key_is_a_group_and_no_key_has_no_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "in.csv");
+    write_csv(&input, "ts,user,v\n1000,bob,1.5\n1200,alice,2\n1300,,4\n1400,bob,\n2500,alice,3\n");
+    let out = p(dir.path(), "out.csv");
+    let o = run(&["run", "--input", s(&input), "--output", s(&out), "--window", "tumble:1s", "--key-col", "user", "--value-cols", "v", "--watermark-delay", "0ms", "--aggs", "count,sum"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let res = read(&out);
+    assert_eq!(names(&res), vec!["key", "window_start", "window_end", "revision", "count", "sum_v"]);
+    assert_eq!(res.column("key").unwrap().dtype(), &DataType::String);
+    let keys: Vec<Option<&str>> = res.column("key").unwrap().str().unwrap().iter().collect();
+    assert_eq!(keys, vec![Some("alice"), Some("bob"), None, Some("alice")]);
+    let counts: Vec<u64> = res.column("count").unwrap().cast(&DataType::UInt64).unwrap().u64().unwrap().into_no_null_iter().collect();
+    assert_eq!(counts, vec![1, 2, 1, 1]);
+    let sums: Vec<Option<f64>> = res.column("sum_v").unwrap().f64().unwrap().iter().collect();
+    assert_eq!(sums, vec![Some(2.0), Some(1.5), Some(4.0), Some(3.0)]);
+
+    let out2 = p(dir.path(), "out2.parquet");
+    let o = run(&["run", "--input", s(&input), "--output", s(&out2), "--window", "session:500ms", "--no-key", "--value-cols", "v", "--watermark-delay", "0ms"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let res = read(&out2);
+    assert_eq!(names(&res)[0], "window_start");
+    assert_eq!(res.height(), 2);
+}
+
+fn expect_failure(args: &[&str], needle: &str, outputs: &[&Path]) {
+    let o = run(args);
+    assert!(!o.status.success(), "expected failure for {args:?}");
+    let err = stderr(&o);
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "message for {args:?} should mention '{needle}': {err}");
+    for out in outputs {
+        assert!(!out.exists(), "{} must not exist after a failure", out.display());
+        let dir = out.parent().unwrap();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.contains("fenestra") || !name.ends_with(".tmp"), "temporary file left behind: {name}");
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = p(d, "good.csv");
+    write_csv(&good, "ts,key,value\n1000,1,1.0\n2000,2,2.0\n");
+    let out = p(d, "out.parquet");
+    let o = s(&out);
+    let base = |input: &Path, window: &str| -> Vec<String> {
+        vec!["run".into(), "--input".into(), s(input).into(), "--output".into(), o.into(), "--window".into(), window.into()]
+    };
+    let call = |v: Vec<String>, extra: &[&str], needle: &str| {
+        let mut args: Vec<&str> = v.iter().map(|x| x.as_str()).collect();
+        args.extend_from_slice(extra);
+        expect_failure(&args, needle, &[&out]);
+    };
+
+    // missing column
+    call(base(&good, "tumble:1s"), &["--value-cols", "price"], "column 'price' not found");
+    call(base(&good, "tumble:1s"), &["--time-col", "event_time"], "column 'event_time' not found");
+    // wrong type
+    let strval = p(d, "strval.csv");
+    write_csv(&strval, "ts,key,value\n1000,1,abc\n2000,2,def\n");
+    call(base(&strval, "tumble:1s"), &[], "column 'value' has type");
+    let floatkey = p(d, "floatkey.csv");
+    write_csv(&floatkey, "ts,key,value\n1000,1.5,1\n2000,2.5,2\n");
+    call(base(&floatkey, "tumble:1s"), &[], "column 'key' has type");
+    // null and unparseable timestamps
+    let nullts = p(d, "nullts.csv");
+    write_csv(&nullts, "ts,key,value\n1000,1,1\n,2,2\n3000,3,3\n");
+    call(base(&nullts, "tumble:1s"), &[], "null timestamp");
+    let nants = p(d, "nants.csv");
+    write_csv(&nants, "ts,key,value\n1000.0,1,1\nNaN,2,2\n");
+    call(base(&nants, "tumble:1s"), &[], "NaN timestamp");
+    let strts = p(d, "strts.csv");
+    write_csv(&strts, "ts,key,value\nnoon,1,1\nlater,2,2\n");
+    call(base(&strts, "tumble:1s"), &[], "column 'ts' has type");
+    let farts = p(d, "farts.csv");
+    write_csv(&farts, "ts,key,value\n1000,1,1\n9223372036854775807,2,2\n");
+    call(base(&farts, "tumble:1s"), &[], "outside the supported range");
+    // invalid window specs and durations
+    call(base(&good, "tumble:0s"), &[], "invalid window spec");
+    call(base(&good, "hop:1s:5s"), &[], "larger than size");
+    call(base(&good, "sliding-ish:1s"), &[], "unknown window kind");
+    call(base(&good, "tumble:1s"), &["--watermark-delay", "5 parsecs"], "invalid duration");
+    call(base(&good, "tumble:1s"), &["--allowed-lateness", "10"], "has no unit");
+    call(base(&good, "tumble:1s"), &["--aggs", "count,median"], "invalid aggregate 'median'");
+    // unreadable, truncated, empty, missing, unsupported files
+    let garbage = p(d, "garbage.parquet");
+    std::fs::write(&garbage, b"this is not parquet at all, just bytes").unwrap();
+    call(base(&garbage, "tumble:1s"), &[], "cannot read");
+    let full = p(d, "full.parquet");
+    let o2 = run(&["gen", "--events", "5000", "--output", s(&full)]);
+    assert!(o2.status.success());
+    let bytes = std::fs::read(&full).unwrap();
+    let truncated = p(d, "truncated.parquet");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    call(base(&truncated, "tumble:1s"), &[], "cannot read");
+    let empty = p(d, "empty.csv");
+    std::fs::write(&empty, b"").unwrap();
+    call(base(&empty, "tumble:1s"), &[], "empty input");
+    let header_only = p(d, "header.csv");
+    write_csv(&header_only, "ts,key,value\n");
+    call(base(&header_only, "tumble:1s"), &[], "empty input");
+    call(base(&p(d, "nope.csv"), "tumble:1s"), &[], "cannot read");
+    let txt = p(d, "events.txt");
+    write_csv(&txt, "ts,key,value\n1,1,1\n");
+    call(base(&txt, "tumble:1s"), &[], "unsupported file type");
+    // an output with an unsupported extension is refused before any work
+    expect_failure(&["run", "--input", s(&good), "--output", s(&p(d, "out.json")), "--window", "tumble:1s"], "unsupported file type", &[&p(d, "out.json")]);
+    // the GPU backend without an adapter names what it looked for (or works where one exists)
+    let g = run(&["run", "--input", s(&good), "--output", s(&p(d, "gpu.csv")), "--window", "tumble:1s", "--backend", "gpu"]);
+    if !g.status.success() {
+        assert!(stderr(&g).contains("no GPU adapter"), "{}", stderr(&g));
+        assert!(!p(d, "gpu.csv").exists());
+    }
+}
+
+#[test]
+fn bench_reports_json() {
+    let o = run(&["bench", "--events", "200000", "--keys", "100", "--backend", "cpu", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    for k in ["backend", "events", "seconds", "events_per_sec", "windows"] {
+        assert!(v.get(k).is_some(), "missing {k} in {text}");
+    }
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["events"], 200_000);
+    // 200k events at 10 per ms = 20 s of event time, 100 keys, 1 s windows
+    let w = v["windows"].as_u64().unwrap();
+    assert!((1500..=2100).contains(&w), "{w}");
+}
