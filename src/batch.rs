@@ -79,7 +79,13 @@ pub struct KeyValues {
 impl KeyValues {
     /// No keys yet (one global group for [`KeyKind::None`]).
     pub fn new(kind: KeyKind) -> Self {
-        KeyValues { kind, ints: vec![], strs: vec![], null_id: None, len: if kind == KeyKind::None { 1 } else { 0 } }
+        KeyValues {
+            kind,
+            ints: vec![],
+            strs: vec![],
+            null_id: None,
+            len: if kind == KeyKind::None { 1 } else { 0 },
+        }
     }
 
     /// The kind of key.
@@ -228,7 +234,12 @@ impl KeyDict {
     /// An empty dictionary for keys of `kind`. With [`KeyKind::None`] it holds the one global
     /// group, id 0.
     pub fn new(kind: KeyKind) -> Self {
-        KeyDict { values: KeyValues::new(kind), direct: vec![], ints: FxHashMap::default(), strs: FxHashMap::default() }
+        KeyDict {
+            values: KeyValues::new(kind),
+            direct: vec![],
+            ints: FxHashMap::default(),
+            strs: FxHashMap::default(),
+        }
     }
 
     /// The kind of key.
@@ -269,7 +280,9 @@ impl KeyDict {
                 return Ok(id);
             }
             if i >= self.direct.len() {
-                let new_len = (i + 1).max(self.direct.len() * 2).min(DIRECT_LIMIT as usize);
+                let new_len = (i + 1)
+                    .max(self.direct.len() * 2)
+                    .min(DIRECT_LIMIT as usize);
                 self.direct.resize(new_len, NONE);
             }
             let id = self.values.push_int(v)?;
@@ -285,7 +298,11 @@ impl KeyDict {
     }
 
     /// Encodes integer keys (`None` = null) into `out`.
-    pub fn encode_ints<I: IntoIterator<Item = Option<i64>>>(&mut self, keys: I, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_ints<I: IntoIterator<Item = Option<i64>>>(
+        &mut self,
+        keys: I,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         self.expect_kind(KeyKind::Int)?;
         for k in keys {
             out.push(match k {
@@ -308,7 +325,11 @@ impl KeyDict {
     }
 
     /// Encodes string keys (`None` = null) into `out`.
-    pub fn encode_strs<'a, I: IntoIterator<Item = Option<&'a str>>>(&mut self, keys: I, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_strs<'a, I: IntoIterator<Item = Option<&'a str>>>(
+        &mut self,
+        keys: I,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         self.expect_kind(KeyKind::Str)?;
         for k in keys {
             out.push(match k {
@@ -335,7 +356,10 @@ impl KeyDict {
 
     fn expect_kind(&self, kind: KeyKind) -> Result<()> {
         if self.kind() != kind {
-            return Err(Error::config(format!("keys of kind {kind:?} pushed into a pipeline with {:?} keys", self.kind())));
+            return Err(Error::config(format!(
+                "keys of kind {kind:?} pushed into a pipeline with {:?} keys",
+                self.kind()
+            )));
         }
         Ok(())
     }
@@ -366,12 +390,13 @@ pub fn ingest_values(values: &[f64], valid: Option<&[bool]>, out: &mut Vec<f64>)
     out.reserve(values.len());
     match valid {
         None => out.extend(values.iter().map(|v| canonical(*v))),
-        Some(m) => out.extend(
-            values
-                .iter()
-                .zip(m)
-                .map(|(v, ok)| if *ok { canonical(*v) } else { f64::from_bits(NULL_VALUE_BITS) }),
-        ),
+        Some(m) => out.extend(values.iter().zip(m).map(|(v, ok)| {
+            if *ok {
+                canonical(*v)
+            } else {
+                f64::from_bits(NULL_VALUE_BITS)
+            }
+        })),
     }
 }
 
@@ -389,7 +414,11 @@ pub struct EventBatch {
 impl EventBatch {
     /// An empty batch with `ncols` value columns.
     pub fn new(ncols: usize) -> Self {
-        EventBatch { ts: vec![], keys: vec![], values: vec![vec![]; ncols] }
+        EventBatch {
+            ts: vec![],
+            keys: vec![],
+            values: vec![vec![]; ncols],
+        }
     }
 
     /// Number of events.
@@ -441,7 +470,11 @@ mod tests {
     fn ints_encode_densely_and_sort_by_value() {
         let mut d = KeyDict::new(KeyKind::Int);
         let mut ids = vec![];
-        d.encode_ints([Some(5), Some(-3), None, Some(5), Some(1 << 40), Some(2)], &mut ids).unwrap();
+        d.encode_ints(
+            [Some(5), Some(-3), None, Some(5), Some(1 << 40), Some(2)],
+            &mut ids,
+        )
+        .unwrap();
         assert_eq!(ids, vec![0, 1, 2, 0, 3, 4]);
         assert!(d.is_null(2));
         let mut all = vec![0, 1, 2, 3, 4];
@@ -454,7 +487,8 @@ mod tests {
     fn strings_encode_and_sort() {
         let mut d = KeyDict::new(KeyKind::Str);
         let mut ids = vec![];
-        d.encode_strs([Some("b"), Some("a"), None, Some("b")], &mut ids).unwrap();
+        d.encode_strs([Some("b"), Some("a"), None, Some("b")], &mut ids)
+            .unwrap();
         assert_eq!(ids, vec![0, 1, 2, 0]);
         let mut all = vec![0, 1, 2];
         d.sort_ids(&mut all);

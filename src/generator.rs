@@ -54,13 +54,22 @@ impl GenConfig {
             return Err(Error::config("--keys must be at least 1"));
         }
         if !(self.zipf >= 0.0 && self.zipf.is_finite()) {
-            return Err(Error::config(format!("--zipf must be a finite number >= 0, got {}", self.zipf)));
+            return Err(Error::config(format!(
+                "--zipf must be a finite number >= 0, got {}",
+                self.zipf
+            )));
         }
         if self.disorder_ms < 0 {
-            return Err(Error::config(format!("--disorder-ms must be >= 0, got {}", self.disorder_ms)));
+            return Err(Error::config(format!(
+                "--disorder-ms must be >= 0, got {}",
+                self.disorder_ms
+            )));
         }
         if !(0.0..=1.0).contains(&self.late_fraction) {
-            return Err(Error::config(format!("--late-fraction must be between 0 and 1, got {}", self.late_fraction)));
+            return Err(Error::config(format!(
+                "--late-fraction must be between 0 and 1, got {}",
+                self.late_fraction
+            )));
         }
         if self.events_per_ms == 0 {
             return Err(Error::config("events per ms must be at least 1"));
@@ -176,7 +185,11 @@ impl AliasTable {
     #[inline]
     pub fn sample(&self, rng: &mut Rng) -> u32 {
         let i = rng.below(self.prob.len() as u64) as usize;
-        if rng.next_f64() < self.prob[i] { i as u32 } else { self.alias[i] }
+        if rng.next_f64() < self.prob[i] {
+            i as u32
+        } else {
+            self.alias[i]
+        }
     }
 }
 
@@ -186,13 +199,21 @@ pub fn generate(cfg: &GenConfig, mut progress: impl FnMut(usize)) -> Result<Even
     let n = cfg.events;
     let mut rng = Rng::new(cfg.seed);
     let table = (cfg.zipf > 0.0).then(|| AliasTable::zipf(cfg.keys, cfg.zipf));
-    let mut ev = Events { ts: Vec::with_capacity(n), key: Vec::with_capacity(n), value: Vec::with_capacity(n) };
+    let mut ev = Events {
+        ts: Vec::with_capacity(n),
+        key: Vec::with_capacity(n),
+        value: Vec::with_capacity(n),
+    };
     let late_extra = 5_000 + 4 * cfg.disorder_ms;
     for i in 0..n {
         let base = cfg.start_ms + (i as i64) / cfg.events_per_ms as i64;
         let jitter = rng.below(cfg.disorder_ms as u64 + 1) as i64;
         let late = cfg.late_fraction > 0.0 && rng.next_f64() < cfg.late_fraction;
-        let ts = if late { base - cfg.disorder_ms - 1 - rng.below(late_extra as u64 + 1) as i64 } else { base - jitter };
+        let ts = if late {
+            base - cfg.disorder_ms - 1 - rng.below(late_extra as u64 + 1) as i64
+        } else {
+            base - jitter
+        };
         let key = match &table {
             Some(t) => t.sample(&mut rng),
             None => rng.below(cfg.keys as u64) as u32,
@@ -215,20 +236,36 @@ mod tests {
 
     #[test]
     fn zipf_makes_key_zero_hot() {
-        let cfg = GenConfig { events: 200_000, keys: 10_000, zipf: 1.1, ..Default::default() };
+        let cfg = GenConfig {
+            events: 200_000,
+            keys: 10_000,
+            zipf: 1.1,
+            ..Default::default()
+        };
         let ev = generate(&cfg, |_| {}).unwrap();
         let hot = ev.key.iter().filter(|k| **k == 0).count() as f64 / ev.len() as f64;
         let h: f64 = (0..10_000).map(|k| 1.0 / ((k + 1) as f64).powf(1.1)).sum();
         let expected = 1.0 / h; // ≈ 0.151
         assert!((hot - expected).abs() < 0.01, "{hot} vs {expected}");
-        let uniform = generate(&GenConfig { events: 200_000, ..Default::default() }, |_| {}).unwrap();
+        let uniform = generate(
+            &GenConfig {
+                events: 200_000,
+                ..Default::default()
+            },
+            |_| {},
+        )
+        .unwrap();
         let hot_u = uniform.key.iter().filter(|k| **k == 0).count();
         assert!(hot_u < 100, "{hot_u}");
     }
 
     #[test]
     fn disorder_is_bounded_and_seeded() {
-        let cfg = GenConfig { events: 50_000, disorder_ms: 300, ..Default::default() };
+        let cfg = GenConfig {
+            events: 50_000,
+            disorder_ms: 300,
+            ..Default::default()
+        };
         let a = generate(&cfg, |_| {}).unwrap();
         let b = generate(&cfg, |_| {}).unwrap();
         assert_eq!(a, b);

@@ -27,10 +27,17 @@ pub enum Format {
 impl Format {
     /// The format a path's extension names.
     pub fn of(path: &Path) -> Result<Format> {
-        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("parquet") | Some("pq") => Ok(Format::Parquet),
             Some("csv") => Ok(Format::Csv),
-            _ => Err(Error::UnsupportedFormat { path: path.to_path_buf() }),
+            _ => Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+            }),
         }
     }
 
@@ -45,12 +52,24 @@ impl Format {
 /// Reads a whole Parquet or CSV file (format by extension).
 pub fn read_frame(path: &Path) -> Result<DataFrame> {
     let format = Format::of(path)?;
-    let file = File::open(path).map_err(|e| Error::Io { action: "cannot read", path: path.to_path_buf(), source: e })?;
-    let meta = file.metadata().map_err(|e| Error::Io { action: "cannot read", path: path.to_path_buf(), source: e })?;
+    let file = File::open(path).map_err(|e| Error::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let meta = file.metadata().map_err(|e| Error::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     if meta.len() == 0 {
         return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
     }
-    let bad = |e: PolarsError| Error::FileFormat { path: path.to_path_buf(), format: format.name(), reason: e.to_string() };
+    let bad = |e: PolarsError| Error::FileFormat {
+        path: path.to_path_buf(),
+        format: format.name(),
+        reason: e.to_string(),
+    };
     let df = match format {
         Format::Parquet => ParquetReader::new(file).finish().map_err(bad)?,
         Format::Csv => CsvReadOptions::default()
@@ -71,18 +90,40 @@ pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
     let format = Format::of(path)?;
     let tmp = temp_path(path);
     let res = (|| -> Result<()> {
-        let file = File::create(&tmp).map_err(|e| Error::Io { action: "cannot write", path: tmp.clone(), source: e })?;
+        let file = File::create(&tmp).map_err(|e| Error::Io {
+            action: "cannot write",
+            path: tmp.clone(),
+            source: e,
+        })?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
         let werr = |e: PolarsError| Error::Polars(format!("writing '{}': {e}", path.display()));
         match format {
             Format::Parquet => {
-                ParquetWriter::new(&mut w).with_compression(ParquetCompression::Snappy).finish(df).map_err(werr)?;
+                ParquetWriter::new(&mut w)
+                    .with_compression(ParquetCompression::Snappy)
+                    .finish(df)
+                    .map_err(werr)?;
             }
-            Format::Csv => CsvWriter::new(&mut w).include_header(true).finish(df).map_err(werr)?,
+            Format::Csv => CsvWriter::new(&mut w)
+                .include_header(true)
+                .finish(df)
+                .map_err(werr)?,
         }
-        let file = w.into_inner().map_err(|e| Error::Io { action: "cannot write", path: tmp.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(|e| Error::Io { action: "cannot write", path: tmp.clone(), source: e })?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::Io { action: "cannot write", path: path.to_path_buf(), source: e })
+        let file = w.into_inner().map_err(|e| Error::Io {
+            action: "cannot write",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(|e| Error::Io {
+            action: "cannot write",
+            path: tmp.clone(),
+            source: e,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io {
+            action: "cannot write",
+            path: path.to_path_buf(),
+            source: e,
+        })
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -91,7 +132,10 @@ pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.fenestra-{}.tmp", std::process::id()))
 }
 
@@ -132,7 +176,12 @@ fn column<'a>(df: &'a DataFrame, name: &str, source: &str) -> Result<&'a Column>
     df.column(name).map_err(|_| Error::MissingColumn {
         column: name.to_string(),
         source_name: source.to_string(),
-        available: df.get_column_names().iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+        available: df
+            .get_column_names()
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
@@ -146,7 +195,8 @@ pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result
             return Err(Error::ColumnType {
                 column: cols.time.clone(),
                 found: other.to_string(),
-                expected: "integer milliseconds since the epoch, a datetime, or float milliseconds".into(),
+                expected: "integer milliseconds since the epoch, a datetime, or float milliseconds"
+                    .into(),
             });
         }
     }
@@ -154,7 +204,11 @@ pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result
         let c = column(df, v, source)?;
         let dt = c.dtype();
         if !(dt.is_integer() || dt.is_float() || matches!(dt, DataType::Null)) {
-            return Err(Error::ColumnType { column: v.clone(), found: dt.to_string(), expected: "a numeric type".into() });
+            return Err(Error::ColumnType {
+                column: v.clone(),
+                found: dt.to_string(),
+                expected: "a numeric type".into(),
+            });
         }
     }
     match &cols.key {
@@ -165,7 +219,11 @@ pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result
                 dt if dt.is_integer() => Ok(KeyOutput::Int(dt.clone())),
                 DataType::String => Ok(KeyOutput::Str),
                 DataType::Null => Ok(KeyOutput::Int(DataType::Int64)),
-                other => Err(Error::ColumnType { column: k.clone(), found: other.to_string(), expected: "an integer or string type".into() }),
+                other => Err(Error::ColumnType {
+                    column: k.clone(),
+                    found: other.to_string(),
+                    expected: "an integer or string type".into(),
+                }),
             }
         }
     }
@@ -173,9 +231,14 @@ pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result
 
 /// Event times of a column as i64 ms; `row_offset` numbers rows in error messages.
 pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
-    let bad = |row: usize, reason: String| Error::InvalidTimestamp { column: name.to_string(), row: row_offset + row as u64, reason };
+    let bad = |row: usize, reason: String| Error::InvalidTimestamp {
+        column: name.to_string(),
+        row: row_offset + row as u64,
+        reason,
+    };
     let range = -MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS;
-    let out_of_range = |v: i64| format!("{v} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms");
+    let out_of_range =
+        |v: i64| format!("{v} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms");
     let ints: Column = match c.dtype() {
         DataType::Datetime(_, tz) => c
             .cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))
@@ -190,7 +253,12 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
                     None => return Err(bad(i, "null timestamp".into())),
                     Some(x) if x.is_nan() => return Err(bad(i, "NaN timestamp".into())),
                     Some(x) if !x.is_finite() || x.abs() > MAX_ABS_TIMESTAMP_MS as f64 => {
-                        return Err(bad(i, format!("{x} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms")));
+                        return Err(bad(
+                            i,
+                            format!(
+                                "{x} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms"
+                            ),
+                        ));
                     }
                     Some(x) => out.push(x.floor() as i64),
                 }
@@ -200,14 +268,28 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
         dt if dt.is_integer() => {
             if matches!(dt, DataType::UInt64) {
                 let ca = c.u64().map_err(Error::from)?;
-                if let Some((i, v)) = ca.iter().enumerate().find(|(_, v)| v.is_some_and(|v| v > MAX_ABS_TIMESTAMP_MS as u64)) {
-                    return Err(bad(i, format!("{} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms", v.unwrap_or(0))));
+                if let Some((i, v)) = ca
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| v.is_some_and(|v| v > MAX_ABS_TIMESTAMP_MS as u64))
+                {
+                    return Err(bad(
+                        i,
+                        format!(
+                            "{} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms",
+                            v.unwrap_or(0)
+                        ),
+                    ));
                 }
             }
             c.cast(&DataType::Int64).map_err(Error::from)?
         }
         other => {
-            return Err(Error::ColumnType { column: name.into(), found: other.to_string(), expected: "integer, datetime or float milliseconds".into() });
+            return Err(Error::ColumnType {
+                column: name.into(),
+                found: other.to_string(),
+                expected: "integer, datetime or float milliseconds".into(),
+            });
         }
     };
     let ca = ints.i64().map_err(Error::from)?;
@@ -247,7 +329,12 @@ pub fn values_f64(c: &Column, out: &mut Vec<f64>) -> Result<()> {
 }
 
 /// Encodes the key column of `df` with `dict` into `out`.
-pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &mut Vec<u32>) -> Result<()> {
+pub fn encode_keys(
+    df: &DataFrame,
+    key: Option<&str>,
+    dict: &mut KeyDict,
+    out: &mut Vec<u32>,
+) -> Result<()> {
     match (key, dict.kind()) {
         (None, _) | (_, KeyKind::None) => dict.encode_none(df.height(), out),
         (Some(k), KeyKind::Int) => {
@@ -274,8 +361,17 @@ pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &
 
 /// Converts a frame (or a slice of one) to an engine batch. `row_offset` is the frame's first
 /// row within the whole input, for error messages.
-pub fn frame_to_batch(df: &DataFrame, cols: &InputColumns, dict: &mut KeyDict, row_offset: u64) -> Result<EventBatch> {
-    let ts = timestamps(df.column(&cols.time).map_err(Error::from)?, &cols.time, row_offset)?;
+pub fn frame_to_batch(
+    df: &DataFrame,
+    cols: &InputColumns,
+    dict: &mut KeyDict,
+    row_offset: u64,
+) -> Result<EventBatch> {
+    let ts = timestamps(
+        df.column(&cols.time).map_err(Error::from)?,
+        &cols.time,
+        row_offset,
+    )?;
     let mut keys = Vec::with_capacity(ts.len());
     encode_keys(df, cols.key.as_deref(), dict, &mut keys)?;
     let mut values = Vec::with_capacity(cols.values.len());
@@ -288,13 +384,22 @@ pub fn frame_to_batch(df: &DataFrame, cols: &InputColumns, dict: &mut KeyDict, r
 }
 
 /// The key column of output rows, with the key's input type.
-pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) -> Result<Option<Column>> {
+pub fn key_column(
+    ids: &[u32],
+    keys: &KeyValues,
+    out: &KeyOutput,
+    name: &str,
+) -> Result<Option<Column>> {
     Ok(match out {
         KeyOutput::None => None,
         KeyOutput::Int(dt) => {
             let v: Vec<Option<i64>> = ids.iter().map(|&k| keys.int_value(k)).collect();
             let c = Column::new(name.into(), v);
-            Some(if dt == &DataType::Int64 { c } else { c.strict_cast(dt).map_err(Error::from)? })
+            Some(if dt == &DataType::Int64 {
+                c
+            } else {
+                c.strict_cast(dt).map_err(Error::from)?
+            })
         }
         KeyOutput::Str => {
             let v: Vec<Option<&str>> = ids.iter().map(|&k| keys.str_value(k)).collect();
@@ -305,7 +410,13 @@ pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) ->
 
 /// Window rows as a DataFrame with the columns of DESIGN.md §4:
 /// `key, window_start, window_end, revision, count, <agg>_<col>...`.
-pub fn rows_to_frame(rows: &WindowRows, keys: &KeyValues, key_out: &KeyOutput, value_cols: &[String], aggs: &Aggregates) -> Result<DataFrame> {
+pub fn rows_to_frame(
+    rows: &WindowRows,
+    keys: &KeyValues,
+    key_out: &KeyOutput,
+    value_cols: &[String],
+    aggs: &Aggregates,
+) -> Result<DataFrame> {
     let mut columns: Vec<Column> = Vec::with_capacity(5 + value_cols.len() * aggs.kinds().len());
     if let Some(k) = key_column(&rows.key, keys, key_out, "key")? {
         columns.push(k);
@@ -320,7 +431,11 @@ pub fn rows_to_frame(rows: &WindowRows, keys: &KeyValues, key_out: &KeyOutput, v
             let vals: Vec<Option<f64>> = (0..rows.len()).map(|r| rows.value(r, c, kind)).collect();
             let all_valid = vals.iter().all(Option::is_some);
             let col = if all_valid {
-                Float64Chunked::from_vec(col_name.into(), vals.into_iter().map(|v| v.unwrap_or(0.0)).collect()).into_column()
+                Float64Chunked::from_vec(
+                    col_name.into(),
+                    vals.into_iter().map(|v| v.unwrap_or(0.0)).collect(),
+                )
+                .into_column()
             } else {
                 Column::new(col_name.into(), vals)
             };
@@ -339,5 +454,12 @@ pub fn late_frame(input: &DataFrame, late: &LateEvents) -> Result<DataFrame> {
 
 /// Names of the output columns for `value_cols` and `aggs` (after `count`).
 pub fn agg_column_names(value_cols: &[String], aggs: &Aggregates) -> Vec<String> {
-    value_cols.iter().flat_map(|c| aggs.kinds().iter().map(move |k: &AggKind| format!("{}_{}", k.name(), c))).collect()
+    value_cols
+        .iter()
+        .flat_map(|c| {
+            aggs.kinds()
+                .iter()
+                .map(move |k: &AggKind| format!("{}_{}", k.name(), c))
+        })
+        .collect()
 }

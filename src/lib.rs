@@ -26,12 +26,12 @@ pub mod agg;
 pub mod backend;
 pub mod batch;
 pub mod error;
+pub mod generator;
 pub mod io;
 pub mod output;
 pub mod pipeline;
 pub mod time;
 pub mod window;
-pub mod generator;
 
 pub use agg::{AggKind, Aggregates};
 pub use backend::{BackendChoice, BackendKind};

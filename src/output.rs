@@ -36,7 +36,10 @@ pub struct WindowRows {
 impl WindowRows {
     /// Empty rows for `ncols` value columns.
     pub fn new(ncols: usize) -> Self {
-        WindowRows { ncols, ..Default::default() }
+        WindowRows {
+            ncols,
+            ..Default::default()
+        }
     }
 
     /// Number of rows.
@@ -51,7 +54,16 @@ impl WindowRows {
 
     /// Appends one row.
     #[allow(clippy::too_many_arguments)]
-    pub fn push(&mut self, key: u32, start: i64, end: i64, revision: u32, count: u64, cols: &[ColPartial], lineage: u64) {
+    pub fn push(
+        &mut self,
+        key: u32,
+        start: i64,
+        end: i64,
+        revision: u32,
+        count: u64,
+        cols: &[ColPartial],
+        lineage: u64,
+    ) {
         debug_assert_eq!(cols.len(), self.ncols);
         self.key.push(key);
         self.start.push(start);

@@ -11,7 +11,9 @@
 //! aggregation overlap. Results are taken with [`Pipeline::poll`] and [`Pipeline::finish`].
 
 use crate::agg::Aggregates;
-use crate::backend::{self, AggBackend, BackendChoice, BackendKind, Partials, SlotBatch, StageTimes};
+use crate::backend::{
+    self, AggBackend, BackendChoice, BackendKind, Partials, SlotBatch, StageTimes,
+};
 use crate::batch::{EventBatch, KeyDict, KeyKind, KeyValues, ingest_values};
 use crate::error::{Error, Result};
 use crate::output::WindowRows;
@@ -72,11 +74,17 @@ impl PipelineConfig {
         self.window.validate()?;
         let d = self.watermark_delay.as_millis();
         if !(0..=MAX_DURATION_MS).contains(&d) {
-            return Err(Error::config(format!("watermark delay must be between 0 and {MAX_DURATION_MS} ms, got {}", self.watermark_delay)));
+            return Err(Error::config(format!(
+                "watermark delay must be between 0 and {MAX_DURATION_MS} ms, got {}",
+                self.watermark_delay
+            )));
         }
         let l = self.allowed_lateness.as_millis();
         if !(0..=MAX_DURATION_MS).contains(&l) {
-            return Err(Error::config(format!("allowed lateness must be between 0 and {MAX_DURATION_MS} ms, got {}", self.allowed_lateness)));
+            return Err(Error::config(format!(
+                "allowed lateness must be between 0 and {MAX_DURATION_MS} ms, got {}",
+                self.allowed_lateness
+            )));
         }
         if self.batch_size == 0 {
             return Err(Error::config("batch size must be at least 1"));
@@ -85,7 +93,10 @@ impl PipelineConfig {
         names.sort();
         names.dedup();
         if names.len() != self.value_columns.len() {
-            return Err(Error::config(format!("value columns are listed twice: {:?}", self.value_columns)));
+            return Err(Error::config(format!(
+                "value columns are listed twice: {:?}",
+                self.value_columns
+            )));
         }
         Ok(())
     }
@@ -189,7 +200,10 @@ pub struct LateEvents {
 
 impl LateEvents {
     fn new(ncols: usize) -> Self {
-        LateEvents { values: vec![vec![]; ncols], ..Default::default() }
+        LateEvents {
+            values: vec![vec![]; ncols],
+            ..Default::default()
+        }
     }
     /// Number of late events.
     pub fn len(&self) -> usize {
@@ -262,15 +276,22 @@ struct Stage2 {
 impl Stage2 {
     fn run(&mut self, work: &Work) -> Result<Done> {
         self.keys.append_tail(&work.keys_tail);
-        let batch = SlotBatch { slots: &work.slots, values: &work.values, num_slots: work.plan.num_slots(), want_m2: self.want_m2 };
+        let batch = SlotBatch {
+            slots: &work.slots,
+            values: &work.values,
+            num_slots: work.plan.num_slots(),
+            want_m2: self.want_m2,
+        };
         if batch.num_slots > 0 {
-            self.backend.reduce(&batch, self.ncols, &mut self.partials)?;
+            self.backend
+                .reduce(&batch, self.ncols, &mut self.partials)?;
         } else {
             self.partials.reset(0, self.ncols);
         }
         let t0 = Instant::now();
         let mut rows = WindowRows::new(self.ncols);
-        self.store.apply(&work.plan, &self.partials, &self.keys, &mut rows);
+        self.store
+            .apply(&work.plan, &self.partials, &self.keys, &mut rows);
         Ok(Done {
             rows,
             times: self.backend.stage_times(),
@@ -283,7 +304,12 @@ impl Stage2 {
 
 enum Stage {
     Inline(Box<Stage2>),
-    Thread { tx: Option<SyncSender<Work>>, rx: Receiver<Result<Done>>, handle: Option<JoinHandle<()>>, in_flight: usize },
+    Thread {
+        tx: Option<SyncSender<Work>>,
+        rx: Receiver<Result<Done>>,
+        handle: Option<JoinHandle<()>>,
+        in_flight: usize,
+    },
 }
 
 /// Output taken from a pipeline: window rows in firing order and late events.
@@ -312,6 +338,7 @@ pub struct Pipeline {
     finished: bool,
     spare: Vec<Work>,
     late_idx: Vec<u32>,
+    batch_size: usize,
 }
 
 impl Pipeline {
@@ -328,13 +355,21 @@ impl Pipeline {
     }
 
     /// A pipeline that uses an already opened backend.
-    pub fn with_backend(config: PipelineConfig, backend: Box<dyn AggBackend>, reason: String) -> Result<Self> {
+    pub fn with_backend(
+        config: PipelineConfig,
+        backend: Box<dyn AggBackend>,
+        reason: String,
+    ) -> Result<Self> {
         config.validate()?;
         let ncols = config.value_columns.len();
         let lateness = config.allowed_lateness.as_millis();
         let assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
         let backend_kind = backend.kind();
         let backend_desc = backend.describe();
+        let batch_size = config
+            .batch_size
+            .min(backend.max_batch_events(ncols))
+            .max(1);
         let stage2 = Stage2 {
             backend,
             store: Store::new(&config.window, lateness, ncols),
@@ -362,18 +397,30 @@ impl Pipeline {
                     }
                 })
                 .map_err(|e| Error::config(format!("cannot start the worker thread: {e}")))?;
-            Stage::Thread { tx: Some(tx), rx, handle: Some(handle), in_flight: 0 }
+            Stage::Thread {
+                tx: Some(tx),
+                rx,
+                handle: Some(handle),
+                in_flight: 0,
+            }
         } else {
             Stage::Inline(Box::new(stage2))
         };
         Ok(Pipeline {
             dict: KeyDict::new(config.key_kind),
             assigner,
-            keys_sent: if config.key_kind == KeyKind::None { 1 } else { 0 },
+            keys_sent: if config.key_kind == KeyKind::None {
+                1
+            } else {
+                0
+            },
             stage,
             rows: WindowRows::new(ncols),
             late: LateEvents::new(ncols),
-            metrics: Metrics { watermark: i64::MIN, ..Default::default() },
+            metrics: Metrics {
+                watermark: i64::MIN,
+                ..Default::default()
+            },
             backend_kind,
             backend_desc,
             backend_reason: reason,
@@ -381,6 +428,7 @@ impl Pipeline {
             finished: false,
             spare: vec![],
             late_idx: vec![],
+            batch_size,
             config,
         })
     }
@@ -422,7 +470,9 @@ impl Pipeline {
 
     fn check_open(&self) -> Result<()> {
         if let Some(e) = &self.failed {
-            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
+            return Err(Error::Closed(format!(
+                "an earlier error stopped the pipeline: {e}"
+            )));
         }
         if self.finished {
             return Err(Error::Closed("finish() was already called".into()));
@@ -436,21 +486,35 @@ impl Pipeline {
         let t0 = Instant::now();
         let mut batch = EventBatch::new(0);
         if keys.len() != ts.len() {
-            return Err(Error::RaggedBatch(format!("ts has {} rows, keys {}", ts.len(), keys.len())));
+            return Err(Error::RaggedBatch(format!(
+                "ts has {} rows, keys {}",
+                ts.len(),
+                keys.len()
+            )));
         }
         self.dict.encode_int_slice(keys, &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
     }
 
     /// Pushes events whose keys are strings (`None` = null key).
-    pub fn push_str_keys(&mut self, ts: &[i64], keys: &[Option<&str>], values: &[&[f64]]) -> Result<()> {
+    pub fn push_str_keys(
+        &mut self,
+        ts: &[i64],
+        keys: &[Option<&str>],
+        values: &[&[f64]],
+    ) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
         let mut batch = EventBatch::new(0);
         if keys.len() != ts.len() {
-            return Err(Error::RaggedBatch(format!("ts has {} rows, keys {}", ts.len(), keys.len())));
+            return Err(Error::RaggedBatch(format!(
+                "ts has {} rows, keys {}",
+                ts.len(),
+                keys.len()
+            )));
         }
-        self.dict.encode_strs(keys.iter().copied(), &mut batch.keys)?;
+        self.dict
+            .encode_strs(keys.iter().copied(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
     }
 
@@ -463,7 +527,13 @@ impl Pipeline {
         self.fill_and_push(ts, batch, values, t0)
     }
 
-    fn fill_and_push(&mut self, ts: &[i64], mut batch: EventBatch, values: &[&[f64]], t0: Instant) -> Result<()> {
+    fn fill_and_push(
+        &mut self,
+        ts: &[i64],
+        mut batch: EventBatch,
+        values: &[&[f64]],
+        t0: Instant,
+    ) -> Result<()> {
         if values.len() != self.config.value_columns.len() {
             return Err(Error::RaggedBatch(format!(
                 "{} value columns pushed, the pipeline has {} ({:?})",
@@ -498,18 +568,32 @@ impl Pipeline {
                 self.config.value_columns.len()
             )));
         }
-        if let Some(bad) = batch.keys.iter().position(|&k| k as usize >= self.dict.len()) {
-            return Err(Error::config(format!("key id {} at row {bad} was not produced by this pipeline's key dictionary", batch.keys[bad])));
+        if let Some(bad) = batch
+            .keys
+            .iter()
+            .position(|&k| k as usize >= self.dict.len())
+        {
+            return Err(Error::config(format!(
+                "key id {} at row {bad} was not produced by this pipeline's key dictionary",
+                batch.keys[bad]
+            )));
         }
-        if let Some(i) = batch.ts.iter().position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t)) {
+        if let Some(i) = batch
+            .ts
+            .iter()
+            .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
+        {
             return Err(Error::InvalidTimestamp {
                 column: "ts".into(),
                 row: self.metrics.events_in + i as u64,
-                reason: format!("{} ms is outside the supported range of ±{} ms", batch.ts[i], MAX_ABS_TIMESTAMP_MS),
+                reason: format!(
+                    "{} ms is outside the supported range of ±{} ms",
+                    batch.ts[i], MAX_ABS_TIMESTAMP_MS
+                ),
             });
         }
         let n = batch.len();
-        let bs = self.config.batch_size;
+        let bs = self.batch_size;
         if n <= bs {
             return self.process(batch);
         }
@@ -541,8 +625,14 @@ impl Pipeline {
             keys_tail: KeyValues::new(self.config.key_kind),
         });
         self.late_idx.clear();
-        self.assigner
-            .assign(&batch.ts, &batch.keys, self.dict.len(), &mut work.slots, &mut self.late_idx, &mut work.plan);
+        self.assigner.assign(
+            &batch.ts,
+            &batch.keys,
+            self.dict.len(),
+            &mut work.slots,
+            &mut self.late_idx,
+            &mut work.plan,
+        );
         // Late events go to the side output, with their position in the whole input.
         let base = self.metrics.events_in;
         for &i in &self.late_idx {
@@ -617,7 +707,9 @@ impl Pipeline {
                             Ok(r) => r,
                             Err(_) => {
                                 *in_flight = 0;
-                                return Err(Error::Closed("the worker thread stopped unexpectedly".into()));
+                                return Err(Error::Closed(
+                                    "the worker thread stopped unexpectedly".into(),
+                                ));
                             }
                         }
                     } else {
@@ -662,7 +754,9 @@ impl Pipeline {
     /// Takes the rows and late events produced so far (without waiting for batches in flight).
     pub fn poll(&mut self) -> Result<Output> {
         if let Some(e) = &self.failed {
-            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
+            return Err(Error::Closed(format!(
+                "an earlier error stopped the pipeline: {e}"
+            )));
         }
         self.drain(false)?;
         Ok(self.take_output())
@@ -677,7 +771,10 @@ impl Pipeline {
 
     fn take_output(&mut self) -> Output {
         let ncols = self.config.value_columns.len();
-        Output { rows: std::mem::replace(&mut self.rows, WindowRows::new(ncols)), late: self.late.take() }
+        Output {
+            rows: std::mem::replace(&mut self.rows, WindowRows::new(ncols)),
+            late: self.late.take(),
+        }
     }
 
     /// Ends the input: the watermark becomes +∞, every open window fires, and the remaining

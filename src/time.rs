@@ -51,7 +51,12 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0ms");
         }
-        for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        for (unit, scale) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
             if ms % scale == 0 {
                 return write!(f, "{}{}", ms / scale, unit);
             }
@@ -114,11 +119,19 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
                     format!("'{num}' has no unit; use ms, s, m, h or d (e.g. {num}ms)"),
                 ));
             }
-            other => return Err(bad(input, format!("unknown unit '{other}'; use ms, s, m, h or d"))),
+            other => {
+                return Err(bad(
+                    input,
+                    format!("unknown unit '{other}'; use ms, s, m, h or d"),
+                ));
+            }
         };
         total += parse_scaled(input, num, scale)?;
         if total > MAX_DURATION_MS as i128 {
-            return Err(bad(input, format!("longer than the maximum of {MAX_DURATION_MS} ms")));
+            return Err(bad(
+                input,
+                format!("longer than the maximum of {MAX_DURATION_MS} ms"),
+            ));
         }
         rest = tail;
     }
@@ -138,10 +151,18 @@ fn parse_scaled(input: &str, num: &str, scale: i128) -> Result<i128> {
     if int_part.len() > 18 || frac_part.len() > 18 {
         return Err(bad(input, format!("'{num}' is too long")));
     }
-    let ip: i128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| bad(input, format!("'{num}' is not a number")))? };
+    let ip: i128 = if int_part.is_empty() {
+        0
+    } else {
+        int_part
+            .parse()
+            .map_err(|_| bad(input, format!("'{num}' is not a number")))?
+    };
     let mut value = ip * scale;
     if !frac_part.is_empty() {
-        let fp: i128 = frac_part.parse().map_err(|_| bad(input, format!("'{num}' is not a number")))?;
+        let fp: i128 = frac_part
+            .parse()
+            .map_err(|_| bad(input, format!("'{num}' is not a number")))?;
         let denom = 10i128.pow(frac_part.len() as u32);
         let frac_ms = fp * scale;
         if frac_ms % denom != 0 {
@@ -171,7 +192,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_a_reason() {
-        for s in ["", "10", "1x", "s", "1.2.3s", "0.0001s", "-", "1s2", "99999999999999999999d"] {
+        for s in [
+            "",
+            "10",
+            "1x",
+            "s",
+            "1.2.3s",
+            "0.0001s",
+            "-",
+            "1s2",
+            "99999999999999999999d",
+        ] {
             let e = parse_duration(s).unwrap_err().to_string();
             assert!(e.contains("invalid duration"), "{s}: {e}");
         }

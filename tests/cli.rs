@@ -30,7 +30,10 @@ fn write_csv(path: &Path, text: &str) {
 }
 
 fn names(df: &DataFrame) -> Vec<&str> {
-    df.get_column_names().into_iter().map(|c| c.as_str()).collect()
+    df.get_column_names()
+        .into_iter()
+        .map(|c| c.as_str())
+        .collect()
 }
 
 fn read(path: &Path) -> DataFrame {
@@ -39,7 +42,15 @@ fn read(path: &Path) -> DataFrame {
 
 fn generate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = p(dir, name);
-    let mut args = vec!["gen", "--events", "20000", "--keys", "50", "--output", s(&out)];
+    let mut args = vec![
+        "gen",
+        "--events",
+        "20000",
+        "--keys",
+        "50",
+        "--output",
+        s(&out),
+    ];
     args.extend_from_slice(extra);
     let o = run(&args);
     assert!(o.status.success(), "gen failed: {}", stderr(&o));
@@ -49,27 +60,69 @@ fn generate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
 #[test]
 fn gen_then_run_gives_the_documented_columns_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), "events.parquet", &["--late-fraction", "0.01", "--zipf", "1.1"]);
+    let input = generate(
+        dir.path(),
+        "events.parquet",
+        &["--late-fraction", "0.01", "--zipf", "1.1"],
+    );
     let df = read(&input);
     assert_eq!(names(&df), vec!["ts", "key", "value"]);
     assert_eq!(df.height(), 20_000);
     let out = p(dir.path(), "out.parquet");
     let late = p(dir.path(), "late.csv");
-    let o = run(&["run", "--input", s(&input), "--output", s(&out), "--window", "tumble:1s", "--backend", "cpu", "--late-output", s(&late)]);
+    let o = run(&[
+        "run",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--window",
+        "tumble:1s",
+        "--backend",
+        "cpu",
+        "--late-output",
+        s(&late),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("events read 20000"), "{err}");
-    assert!(err.contains("late ") && err.contains("windows emitted") && err.contains("events/s"), "{err}");
+    assert!(
+        err.contains("late ") && err.contains("windows emitted") && err.contains("events/s"),
+        "{err}"
+    );
     let res = read(&out);
     assert_eq!(
         names(&res),
-        vec!["key", "window_start", "window_end", "revision", "count", "sum_value", "min_value", "max_value", "mean_value", "std_value"]
+        vec![
+            "key",
+            "window_start",
+            "window_end",
+            "revision",
+            "count",
+            "sum_value",
+            "min_value",
+            "max_value",
+            "mean_value",
+            "std_value"
+        ]
     );
     // the key keeps its input type
     assert_eq!(res.column("key").unwrap().dtype(), &DataType::UInt32);
     // rows sorted by (window_start, key)
-    let ws: Vec<i64> = res.column("window_start").unwrap().i64().unwrap().into_no_null_iter().collect();
-    let ks: Vec<u32> = res.column("key").unwrap().u32().unwrap().into_no_null_iter().collect();
+    let ws: Vec<i64> = res
+        .column("window_start")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    let ks: Vec<u32> = res
+        .column("key")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
     for i in 1..ws.len() {
         assert!((ws[i - 1], ks[i - 1]) < (ws[i], ks[i]), "row order at {i}");
     }
@@ -77,29 +130,83 @@ fn gen_then_run_gives_the_documented_columns_in_order() {
     let late_df = read(&late);
     assert_eq!(names(&late_df), vec!["ts", "key", "value"]);
     assert!(late_df.height() > 0);
-    assert_eq!(counted as usize + late_df.height(), 20_000, "on-time + late = input");
+    assert_eq!(
+        counted as usize + late_df.height(),
+        20_000,
+        "on-time + late = input"
+    );
 }
 
 #[test]
 fn string_keys_stay_strings_null_key_is_a_group_and_no_key_has_no_column() {
     let dir = tempfile::tempdir().unwrap();
     let input = p(dir.path(), "in.csv");
-    write_csv(&input, "ts,user,v\n1000,bob,1.5\n1200,alice,2\n1300,,4\n1400,bob,\n2500,alice,3\n");
+    write_csv(
+        &input,
+        "ts,user,v\n1000,bob,1.5\n1200,alice,2\n1300,,4\n1400,bob,\n2500,alice,3\n",
+    );
     let out = p(dir.path(), "out.csv");
-    let o = run(&["run", "--input", s(&input), "--output", s(&out), "--window", "tumble:1s", "--key-col", "user", "--value-cols", "v", "--watermark-delay", "0ms", "--aggs", "count,sum"]);
+    let o = run(&[
+        "run",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--window",
+        "tumble:1s",
+        "--key-col",
+        "user",
+        "--value-cols",
+        "v",
+        "--watermark-delay",
+        "0ms",
+        "--aggs",
+        "count,sum",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let res = read(&out);
-    assert_eq!(names(&res), vec!["key", "window_start", "window_end", "revision", "count", "sum_v"]);
+    assert_eq!(
+        names(&res),
+        vec![
+            "key",
+            "window_start",
+            "window_end",
+            "revision",
+            "count",
+            "sum_v"
+        ]
+    );
     assert_eq!(res.column("key").unwrap().dtype(), &DataType::String);
     let keys: Vec<Option<&str>> = res.column("key").unwrap().str().unwrap().iter().collect();
     assert_eq!(keys, vec![Some("alice"), Some("bob"), None, Some("alice")]);
-    let counts: Vec<u64> = res.column("count").unwrap().cast(&DataType::UInt64).unwrap().u64().unwrap().into_no_null_iter().collect();
+    let counts: Vec<u64> = res
+        .column("count")
+        .unwrap()
+        .cast(&DataType::UInt64)
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
     assert_eq!(counts, vec![1, 2, 1, 1]);
     let sums: Vec<Option<f64>> = res.column("sum_v").unwrap().f64().unwrap().iter().collect();
     assert_eq!(sums, vec![Some(2.0), Some(1.5), Some(4.0), Some(3.0)]);
 
     let out2 = p(dir.path(), "out2.parquet");
-    let o = run(&["run", "--input", s(&input), "--output", s(&out2), "--window", "session:500ms", "--no-key", "--value-cols", "v", "--watermark-delay", "0ms"]);
+    let o = run(&[
+        "run",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out2),
+        "--window",
+        "session:500ms",
+        "--no-key",
+        "--value-cols",
+        "v",
+        "--watermark-delay",
+        "0ms",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let res = read(&out2);
     assert_eq!(names(&res)[0], "window_start");
@@ -110,13 +217,23 @@ fn expect_failure(args: &[&str], needle: &str, outputs: &[&Path]) {
     let o = run(args);
     assert!(!o.status.success(), "expected failure for {args:?}");
     let err = stderr(&o);
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "message for {args:?} should mention '{needle}': {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "message for {args:?} should mention '{needle}': {err}"
+    );
     for out in outputs {
-        assert!(!out.exists(), "{} must not exist after a failure", out.display());
+        assert!(
+            !out.exists(),
+            "{} must not exist after a failure",
+            out.display()
+        );
         let dir = out.parent().unwrap();
         for e in std::fs::read_dir(dir).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.contains("fenestra") || !name.ends_with(".tmp"), "temporary file left behind: {name}");
+            assert!(
+                !name.contains("fenestra") || !name.ends_with(".tmp"),
+                "temporary file left behind: {name}"
+            );
         }
     }
 }
@@ -130,7 +247,15 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
     let out = p(d, "out.parquet");
     let o = s(&out);
     let base = |input: &Path, window: &str| -> Vec<String> {
-        vec!["run".into(), "--input".into(), s(input).into(), "--output".into(), o.into(), "--window".into(), window.into()]
+        vec![
+            "run".into(),
+            "--input".into(),
+            s(input).into(),
+            "--output".into(),
+            o.into(),
+            "--window".into(),
+            window.into(),
+        ]
     };
     let call = |v: Vec<String>, extra: &[&str], needle: &str| {
         let mut args: Vec<&str> = v.iter().map(|x| x.as_str()).collect();
@@ -139,8 +264,16 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
     };
 
     // missing column
-    call(base(&good, "tumble:1s"), &["--value-cols", "price"], "column 'price' not found");
-    call(base(&good, "tumble:1s"), &["--time-col", "event_time"], "column 'event_time' not found");
+    call(
+        base(&good, "tumble:1s"),
+        &["--value-cols", "price"],
+        "column 'price' not found",
+    );
+    call(
+        base(&good, "tumble:1s"),
+        &["--time-col", "event_time"],
+        "column 'event_time' not found",
+    );
     // wrong type
     let strval = p(d, "strval.csv");
     write_csv(&strval, "ts,key,value\n1000,1,abc\n2000,2,def\n");
@@ -160,14 +293,30 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
     call(base(&strts, "tumble:1s"), &[], "column 'ts' has type");
     let farts = p(d, "farts.csv");
     write_csv(&farts, "ts,key,value\n1000,1,1\n9223372036854775807,2,2\n");
-    call(base(&farts, "tumble:1s"), &[], "outside the supported range");
+    call(
+        base(&farts, "tumble:1s"),
+        &[],
+        "outside the supported range",
+    );
     // invalid window specs and durations
     call(base(&good, "tumble:0s"), &[], "invalid window spec");
     call(base(&good, "hop:1s:5s"), &[], "larger than size");
     call(base(&good, "sliding-ish:1s"), &[], "unknown window kind");
-    call(base(&good, "tumble:1s"), &["--watermark-delay", "5 parsecs"], "invalid duration");
-    call(base(&good, "tumble:1s"), &["--allowed-lateness", "10"], "has no unit");
-    call(base(&good, "tumble:1s"), &["--aggs", "count,median"], "invalid aggregate 'median'");
+    call(
+        base(&good, "tumble:1s"),
+        &["--watermark-delay", "5 parsecs"],
+        "invalid duration",
+    );
+    call(
+        base(&good, "tumble:1s"),
+        &["--allowed-lateness", "10"],
+        "has no unit",
+    );
+    call(
+        base(&good, "tumble:1s"),
+        &["--aggs", "count,median"],
+        "invalid aggregate 'median'",
+    );
     // unreadable, truncated, empty, missing, unsupported files
     let garbage = p(d, "garbage.parquet");
     std::fs::write(&garbage, b"this is not parquet at all, just bytes").unwrap();
@@ -190,9 +339,31 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
     write_csv(&txt, "ts,key,value\n1,1,1\n");
     call(base(&txt, "tumble:1s"), &[], "unsupported file type");
     // an output with an unsupported extension is refused before any work
-    expect_failure(&["run", "--input", s(&good), "--output", s(&p(d, "out.json")), "--window", "tumble:1s"], "unsupported file type", &[&p(d, "out.json")]);
+    expect_failure(
+        &[
+            "run",
+            "--input",
+            s(&good),
+            "--output",
+            s(&p(d, "out.json")),
+            "--window",
+            "tumble:1s",
+        ],
+        "unsupported file type",
+        &[&p(d, "out.json")],
+    );
     // the GPU backend without an adapter names what it looked for (or works where one exists)
-    let g = run(&["run", "--input", s(&good), "--output", s(&p(d, "gpu.csv")), "--window", "tumble:1s", "--backend", "gpu"]);
+    let g = run(&[
+        "run",
+        "--input",
+        s(&good),
+        "--output",
+        s(&p(d, "gpu.csv")),
+        "--window",
+        "tumble:1s",
+        "--backend",
+        "gpu",
+    ]);
     if !g.status.success() {
         assert!(stderr(&g).contains("no GPU adapter"), "{}", stderr(&g));
         assert!(!p(d, "gpu.csv").exists());
@@ -201,7 +372,16 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
 
 #[test]
 fn bench_reports_json() {
-    let o = run(&["bench", "--events", "200000", "--keys", "100", "--backend", "cpu", "--json"]);
+    let o = run(&[
+        "bench",
+        "--events",
+        "200000",
+        "--keys",
+        "100",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");

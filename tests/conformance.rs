@@ -9,8 +9,13 @@ use fenestra::backend::BackendChoice;
 
 /// Backends under test. The GPU is included when an adapter exists; otherwise the suite says so.
 fn backends() -> Vec<(BackendChoice, f64, f64)> {
-    let mut v = vec![(BackendChoice::Reference, 1e-9, 1e-9), (BackendChoice::Cpu, 1e-9, 1e-9)];
-    match fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware) {
+    let mut v = vec![
+        (BackendChoice::Reference, 1e-9, 1e-9),
+        (BackendChoice::Cpu, 1e-9, 1e-9),
+    ];
+    match fenestra::backend::gpu::GpuBackend::new(
+        fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware,
+    ) {
         Ok(_) => v.push((BackendChoice::Gpu, 1e-5, 1e-4)),
         Err(e) => eprintln!("skipped: no adapter ({e}); GPU conformance not run here"),
     }
@@ -30,50 +35,113 @@ fn check(name: &str, data: &Data, run: &Run) {
         let mut got_late = res.late.clone();
         got_late.sort();
         assert_eq!(got_late, late, "{name} on {b}: late events differ");
-        assert_eq!(res.on_time as usize + res.late.len(), data.len(), "{name} on {b}: on-time + late != input");
+        assert_eq!(
+            res.on_time as usize + res.late.len(),
+            data.len(),
+            "{name} on {b}: on-time + late != input"
+        );
         if run.lateness == 0 {
-            assert!(res.rows.iter().all(|r| r.revision == 0), "{name} on {b}: revisions without allowed lateness");
-            assert_eq!(res.rows.len(), expected.len(), "{name} on {b}: a window fired twice");
+            assert!(
+                res.rows.iter().all(|r| r.revision == 0),
+                "{name} on {b}: revisions without allowed lateness"
+            );
+            assert_eq!(
+                res.rows.len(),
+                expected.len(),
+                "{name} on {b}: a window fired twice"
+            );
         }
     }
 }
 
 #[test]
 fn tumbling_with_disorder_and_late_events() {
-    let data = stream(&Shape { n: 6000, keys: 30, disorder: 400, late_fraction: 0.05, ..Default::default() });
+    let data = stream(&Shape {
+        n: 6000,
+        keys: 30,
+        disorder: 400,
+        late_fraction: 0.05,
+        ..Default::default()
+    });
     check("tumble", &data, &Run::new("tumble:1s", 400, 0));
     check("tumble small delay", &data, &Run::new("tumble:1s", 100, 0));
 }
 
 #[test]
 fn tumbling_with_allowed_lateness_refires() {
-    let data = stream(&Shape { n: 6000, keys: 10, disorder: 400, late_fraction: 0.1, seed: 11, ..Default::default() });
+    let data = stream(&Shape {
+        n: 6000,
+        keys: 10,
+        disorder: 400,
+        late_fraction: 0.1,
+        seed: 11,
+        ..Default::default()
+    });
     let run = Run::new("tumble:500ms", 100, 1500);
     check("tumble lateness", &data, &run);
     let res = run_backend(&data, &run, BackendChoice::Cpu);
-    assert!(res.rows.iter().any(|r| r.revision > 0), "expected re-fired windows");
+    assert!(
+        res.rows.iter().any(|r| r.revision > 0),
+        "expected re-fired windows"
+    );
 }
 
 #[test]
 fn hopping_windows() {
-    let data = stream(&Shape { n: 6000, keys: 25, disorder: 600, late_fraction: 0.05, seed: 3, ..Default::default() });
+    let data = stream(&Shape {
+        n: 6000,
+        keys: 25,
+        disorder: 600,
+        late_fraction: 0.05,
+        seed: 3,
+        ..Default::default()
+    });
     check("hop 2s/500ms", &data, &Run::new("hop:2s:500ms", 300, 0));
-    check("hop 3s/2s (gcd panes)", &data, &Run::new("hop:3s:2s", 300, 0));
+    check(
+        "hop 3s/2s (gcd panes)",
+        &data,
+        &Run::new("hop:3s:2s", 300, 0),
+    );
     check("hop with lateness", &data, &Run::new("hop:2s:1s", 200, 700));
-    check("hop with offset", &data, &Run::new("hop:2s:1s:offset=300ms", 300, 0));
+    check(
+        "hop with offset",
+        &data,
+        &Run::new("hop:2s:1s:offset=300ms", 300, 0),
+    );
 }
 
 #[test]
 fn session_windows() {
-    let data = stream(&Shape { n: 6000, keys: 200, disorder: 200, late_fraction: 0.05, seed: 5, ..Default::default() });
+    let data = stream(&Shape {
+        n: 6000,
+        keys: 200,
+        disorder: 200,
+        late_fraction: 0.05,
+        seed: 5,
+        ..Default::default()
+    });
     check("session", &data, &Run::new("session:100ms", 200, 0));
-    check("session short delay", &data, &Run::new("session:300ms", 50, 0));
-    check("session with lateness", &data, &Run::new("session:150ms", 100, 400));
+    check(
+        "session short delay",
+        &data,
+        &Run::new("session:300ms", 50, 0),
+    );
+    check(
+        "session with lateness",
+        &data,
+        &Run::new("session:150ms", 100, 400),
+    );
 }
 
 #[test]
 fn zipf_skewed_keys() {
-    let data = stream(&Shape { n: 8000, keys: 1000, zipf: 1.1, disorder: 300, ..Default::default() });
+    let data = stream(&Shape {
+        n: 8000,
+        keys: 1000,
+        zipf: 1.1,
+        disorder: 300,
+        ..Default::default()
+    });
     check("zipf tumble", &data, &Run::new("tumble:1s", 300, 0));
     check("zipf hop", &data, &Run::new("hop:2s:500ms", 300, 0));
     check("zipf session", &data, &Run::new("session:50ms", 300, 0));
@@ -81,14 +149,24 @@ fn zipf_skewed_keys() {
 
 #[test]
 fn string_keys_and_no_key() {
-    let data = stream(&Shape { n: 3000, keys: 15, ..Default::default() });
+    let data = stream(&Shape {
+        n: 3000,
+        keys: 15,
+        ..Default::default()
+    });
     let mut run = Run::new("tumble:1s", 300, 0);
     run.key_kind = KeyKind::Str;
     // string keys sort by string value: compare as sets
     let (exp, late) = model(&data, run.model_spec());
     for (b, rel, rs) in backends() {
         let res = run_backend(&data, &run, b);
-        compare(&sorted(final_view(&res, false)), &sorted(exp.clone()), rel, rs).unwrap();
+        compare(
+            &sorted(final_view(&res, false)),
+            &sorted(exp.clone()),
+            rel,
+            rs,
+        )
+        .unwrap();
         let mut l = res.late.clone();
         l.sort();
         assert_eq!(l, late);
@@ -102,17 +180,35 @@ fn string_keys_and_no_key() {
 
 #[test]
 fn negative_timestamps_and_offsets() {
-    let data = stream(&Shape { n: 4000, keys: 7, start: -2_500, disorder: 300, ..Default::default() });
+    let data = stream(&Shape {
+        n: 4000,
+        keys: 7,
+        start: -2_500,
+        disorder: 300,
+        ..Default::default()
+    });
     assert!(data.ts.iter().any(|t| *t < 0) && data.ts.iter().any(|t| *t > 0));
     check("negative tumble", &data, &Run::new("tumble:700ms", 300, 0));
-    check("negative tumble offset", &data, &Run::new("tumble:1s:offset=-300ms", 300, 0));
-    check("negative hop", &data, &Run::new("hop:1500ms:500ms", 300, 200));
+    check(
+        "negative tumble offset",
+        &data,
+        &Run::new("tumble:1s:offset=-300ms", 300, 0),
+    );
+    check(
+        "negative hop",
+        &data,
+        &Run::new("hop:1500ms:500ms", 300, 200),
+    );
     check("negative session", &data, &Run::new("session:30ms", 300, 0));
 }
 
 #[test]
 fn a_single_event() {
-    let data = Data { ts: vec![42], key: vec![1], values: vec![vec![3.5]] };
+    let data = Data {
+        ts: vec![42],
+        key: vec![1],
+        values: vec![vec![3.5]],
+    };
     for spec in ["tumble:1s", "hop:10s:1s", "session:100ms"] {
         check(spec, &data, &Run::new(spec, 0, 0));
     }
@@ -122,7 +218,14 @@ fn a_single_event() {
 
 #[test]
 fn empty_windows_between_bursts() {
-    let data = stream(&Shape { n: 5000, keys: 5, gap_ms: 60_000, gap_every: 700, disorder: 100, ..Default::default() });
+    let data = stream(&Shape {
+        n: 5000,
+        keys: 5,
+        gap_ms: 60_000,
+        gap_every: 700,
+        disorder: 100,
+        ..Default::default()
+    });
     check("bursts tumble", &data, &Run::new("tumble:1s", 100, 0));
     check("bursts hop", &data, &Run::new("hop:5s:1s", 100, 0));
     check("bursts session", &data, &Run::new("session:20ms", 100, 0));
@@ -130,7 +233,13 @@ fn empty_windows_between_bursts() {
 
 #[test]
 fn several_value_columns_with_nulls_and_nan() {
-    let mut data = stream(&Shape { n: 4000, keys: 8, ncols: 3, null_fraction: 0.2, ..Default::default() });
+    let mut data = stream(&Shape {
+        n: 4000,
+        keys: 8,
+        ncols: 3,
+        null_fraction: 0.2,
+        ..Default::default()
+    });
     // a whole column null for one key, and NaNs
     for i in 0..data.len() {
         if data.key[i] == 3 {
@@ -146,9 +255,19 @@ fn several_value_columns_with_nulls_and_nan() {
 
 #[test]
 fn heavy_disorder() {
-    let data = stream(&Shape { n: 6000, keys: 12, disorder: 5000, late_fraction: 0.0, seed: 99, ..Default::default() });
+    let data = stream(&Shape {
+        n: 6000,
+        keys: 12,
+        disorder: 5000,
+        late_fraction: 0.0,
+        seed: 99,
+        ..Default::default()
+    });
     check("disorder tumble", &data, &Run::new("tumble:1s", 1000, 0));
     check("disorder hop", &data, &Run::new("hop:4s:1s", 1000, 500));
-    check("disorder session", &data, &Run::new("session:10ms", 1000, 0));
+    check(
+        "disorder session",
+        &data,
+        &Run::new("session:10ms", 1000, 0),
+    );
 }
-

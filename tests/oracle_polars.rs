@@ -12,11 +12,23 @@ use std::collections::BTreeSet;
 /// Expected rows from polars: explode every on-time event into its windows with polars
 /// expressions, keep the (event, window) pairs whose window was not yet purged when the event
 /// arrived (`wm` is the event's watermark, DESIGN.md §3), then group by (key, window_start).
-fn polars_expected(data: &Data, on_time: &[usize], size: i64, slide: i64, offset: i64, delay: i64, lateness: i64) -> DataFrame {
+fn polars_expected(
+    data: &Data,
+    on_time: &[usize],
+    size: i64,
+    slide: i64,
+    offset: i64,
+    delay: i64,
+    lateness: i64,
+) -> DataFrame {
     let mut wm_all = Vec::with_capacity(data.len());
     let mut max = i64::MIN;
     for &t in &data.ts {
-        wm_all.push(if max == i64::MIN { i64::MIN } else { max - delay - 1 });
+        wm_all.push(if max == i64::MIN {
+            i64::MIN
+        } else {
+            max - delay - 1
+        });
         max = max.max(t);
     }
     let ts: Vec<i64> = on_time.iter().map(|&i| data.ts[i]).collect();
@@ -73,26 +85,55 @@ fn check(data: &Data, spec: &str, size: i64, slide: i64, offset: i64, delay: i64
     let f = |name: &str| c(name).f64().unwrap().clone();
     let (sum, min, max, mean, std) = (f("sum"), f("min"), f("max"), f("mean"), f("std"));
     for (i, r) in fin.iter().enumerate() {
-        assert_eq!((r.key, r.start, r.count), (keys.get(i), starts.get(i).unwrap(), count.get(i).unwrap()), "{spec} row {i}");
+        assert_eq!(
+            (r.key, r.start, r.count),
+            (keys.get(i), starts.get(i).unwrap(), count.get(i).unwrap()),
+            "{spec} row {i}"
+        );
         let a = &r.aggs[0];
         assert_eq!(a[1], min.get(i), "{spec} min row {i}");
         assert_eq!(a[2], max.get(i), "{spec} max row {i}");
-        assert!(close(a[0], sum.get(i), 1e-9), "{spec} sum row {i}: {:?} vs {:?}", a[0], sum.get(i));
+        assert!(
+            close(a[0], sum.get(i), 1e-9),
+            "{spec} sum row {i}: {:?} vs {:?}",
+            a[0],
+            sum.get(i)
+        );
         assert!(close(a[3], mean.get(i), 1e-9), "{spec} mean row {i}");
-        assert!(close(a[5], std.get(i), 1e-9), "{spec} std row {i}: {:?} vs {:?}", a[5], std.get(i));
+        assert!(
+            close(a[5], std.get(i), 1e-9),
+            "{spec} std row {i}: {:?} vs {:?}",
+            a[5],
+            std.get(i)
+        );
     }
 }
 
 #[test]
 fn tumbling_matches_polars() {
-    let data = stream(&Shape { n: 20_000, keys: 50, disorder: 500, late_fraction: 0.03, seed: 21, ..Default::default() });
+    let data = stream(&Shape {
+        n: 20_000,
+        keys: 50,
+        disorder: 500,
+        late_fraction: 0.03,
+        seed: 21,
+        ..Default::default()
+    });
     check(&data, "tumble:1s", 1000, 1000, 0, 300, 0);
     check(&data, "tumble:700ms:offset=100ms", 700, 700, 100, 200, 400);
 }
 
 #[test]
 fn hop_matches_polars() {
-    let data = stream(&Shape { n: 20_000, keys: 40, zipf: 1.1, disorder: 500, late_fraction: 0.03, seed: 22, ..Default::default() });
+    let data = stream(&Shape {
+        n: 20_000,
+        keys: 40,
+        zipf: 1.1,
+        disorder: 500,
+        late_fraction: 0.03,
+        seed: 22,
+        ..Default::default()
+    });
     check(&data, "hop:5s:1s", 5000, 1000, 0, 300, 0);
     check(&data, "hop:3s:2s", 3000, 2000, 0, 300, 0);
     check(&data, "hop:2s:500ms", 2000, 500, 0, 100, 800);
@@ -100,7 +141,15 @@ fn hop_matches_polars() {
 
 #[test]
 fn negative_time_matches_polars() {
-    let data = stream(&Shape { n: 8000, keys: 9, start: -6000, disorder: 400, late_fraction: 0.05, seed: 23, ..Default::default() });
+    let data = stream(&Shape {
+        n: 8000,
+        keys: 9,
+        start: -6000,
+        disorder: 400,
+        late_fraction: 0.05,
+        seed: 23,
+        ..Default::default()
+    });
     check(&data, "tumble:1s", 1000, 1000, 0, 100, 0);
     check(&data, "hop:2s:1s", 2000, 1000, 0, 100, 0);
 }

@@ -10,9 +10,26 @@ use fenestra::backend::BackendChoice;
 use proptest::prelude::*;
 
 fn arb_data() -> impl Strategy<Value = Data> {
-    (1usize..250, 1u32..6, 0i64..400, 0.0f64..0.3, any::<u64>(), -5000i64..5000).prop_map(|(n, keys, disorder, late, seed, start)| {
-        stream(&Shape { n, keys, disorder, late_fraction: late, seed, start, per_ms: 3, ..Default::default() })
-    })
+    (
+        1usize..250,
+        1u32..6,
+        0i64..400,
+        0.0f64..0.3,
+        any::<u64>(),
+        -5000i64..5000,
+    )
+        .prop_map(|(n, keys, disorder, late, seed, start)| {
+            stream(&Shape {
+                n,
+                keys,
+                disorder,
+                late_fraction: late,
+                seed,
+                start,
+                per_ms: 3,
+                ..Default::default()
+            })
+        })
 }
 
 fn arb_spec() -> impl Strategy<Value = &'static str> {

@@ -3,7 +3,9 @@
 
 pub mod state;
 
-pub use state::{ColPartial, NULL_VALUE_BITS, is_null_value, null_value, order_key, from_order_key};
+pub use state::{
+    ColPartial, NULL_VALUE_BITS, from_order_key, is_null_value, null_value, order_key,
+};
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -29,7 +31,14 @@ pub enum AggKind {
 
 impl AggKind {
     /// All aggregates, in output order.
-    pub const ALL: [AggKind; 6] = [AggKind::Sum, AggKind::Min, AggKind::Max, AggKind::Mean, AggKind::Var, AggKind::Std];
+    pub const ALL: [AggKind; 6] = [
+        AggKind::Sum,
+        AggKind::Min,
+        AggKind::Max,
+        AggKind::Mean,
+        AggKind::Var,
+        AggKind::Std,
+    ];
 
     /// The name used in specs and output columns (`sum`, `min`, ...).
     pub fn name(self) -> &'static str {
@@ -77,7 +86,11 @@ impl FromStr for AggKind {
             "mean" | "avg" => AggKind::Mean,
             "var" | "variance" => AggKind::Var,
             "std" | "stddev" => AggKind::Std,
-            _ => return Err(Error::InvalidAggregate { name: s.trim().to_string() }),
+            _ => {
+                return Err(Error::InvalidAggregate {
+                    name: s.trim().to_string(),
+                });
+            }
         })
     }
 }
@@ -109,7 +122,13 @@ impl Aggregates {
 
     /// `count,sum,min,max,mean,std`, the CLI default.
     pub fn default_set() -> Self {
-        Aggregates::new([AggKind::Sum, AggKind::Min, AggKind::Max, AggKind::Mean, AggKind::Std])
+        Aggregates::new([
+            AggKind::Sum,
+            AggKind::Min,
+            AggKind::Max,
+            AggKind::Mean,
+            AggKind::Std,
+        ])
     }
 
     /// Every aggregate.
@@ -134,7 +153,10 @@ impl Aggregates {
 
     /// Output column names for one value column, e.g. `sum_value`.
     pub fn column_names(&self, column: &str) -> Vec<String> {
-        self.kinds.iter().map(|k| format!("{}_{}", k.name(), column)).collect()
+        self.kinds
+            .iter()
+            .map(|k| format!("{}_{}", k.name(), column))
+            .collect()
     }
 }
 
@@ -161,7 +183,9 @@ impl FromStr for Aggregates {
         for part in s.split(',') {
             let p = part.trim();
             if p.is_empty() {
-                return Err(Error::InvalidAggregate { name: s.to_string() });
+                return Err(Error::InvalidAggregate {
+                    name: s.to_string(),
+                });
             }
             if p.eq_ignore_ascii_case("count") {
                 continue;
@@ -180,7 +204,13 @@ mod tests {
     fn parse_orders_and_dedups() {
         let a: Aggregates = "max,count,sum,max,avg".parse().unwrap();
         assert_eq!(a.kinds(), &[AggKind::Sum, AggKind::Max, AggKind::Mean]);
-        assert!("sum,median".parse::<Aggregates>().unwrap_err().to_string().contains("median"));
+        assert!(
+            "sum,median"
+                .parse::<Aggregates>()
+                .unwrap_err()
+                .to_string()
+                .contains("median")
+        );
         assert!("sum,,max".parse::<Aggregates>().is_err());
     }
 }

@@ -35,7 +35,11 @@ pub fn is_null_value(v: f64) -> bool {
 /// mistaken for a null and every NaN orders the same way on every backend.
 #[inline]
 pub fn canonical(v: f64) -> f64 {
-    if v.is_nan() && v.to_bits() != NULL_VALUE_BITS { f64::from_bits(CANONICAL_NAN_BITS) } else { v }
+    if v.is_nan() && v.to_bits() != NULL_VALUE_BITS {
+        f64::from_bits(CANONICAL_NAN_BITS)
+    } else {
+        v
+    }
 }
 
 /// The order-preserving `u64` key of an f64 (IEEE total order).
@@ -75,7 +79,13 @@ impl Default for ColPartial {
 
 impl ColPartial {
     /// The monoid identity.
-    pub const IDENTITY: ColPartial = ColPartial { n: 0, sum: 0.0, min: u64::MAX, max: 0, m2: 0.0 };
+    pub const IDENTITY: ColPartial = ColPartial {
+        n: 0,
+        sum: 0.0,
+        min: u64::MAX,
+        max: 0,
+        m2: 0.0,
+    };
 
     /// Adds one value (nulls are skipped). `M2` selects whether the second moment is kept.
     #[inline(always)]
@@ -123,7 +133,11 @@ impl ColPartial {
     /// The partial of a slice of values, computed directly (two-pass mean/M2); used by the
     /// reference backend as an independent numerical path.
     pub fn from_values(values: &[f64]) -> ColPartial {
-        let vals: Vec<f64> = values.iter().copied().filter(|v| !is_null_value(*v)).collect();
+        let vals: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|v| !is_null_value(*v))
+            .collect();
         if vals.is_empty() {
             return ColPartial::IDENTITY;
         }
@@ -133,7 +147,13 @@ impl ColPartial {
         let m2: f64 = vals.iter().map(|v| (v - mean) * (v - mean)).sum();
         let min = vals.iter().map(|v| order_key(*v)).min().unwrap_or(u64::MAX);
         let max = vals.iter().map(|v| order_key(*v)).max().unwrap_or(0);
-        ColPartial { n: n as u64, sum, min, max, m2 }
+        ColPartial {
+            n: n as u64,
+            sum,
+            min,
+            max,
+            m2,
+        }
     }
 }
 
@@ -143,7 +163,18 @@ mod tests {
 
     #[test]
     fn order_key_is_monotone_and_invertible() {
-        let vals = [f64::NEG_INFINITY, -1e300, -1.5, -0.0, 0.0, 1e-300, 2.5, 1e300, f64::INFINITY, f64::NAN];
+        let vals = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.5,
+            -0.0,
+            0.0,
+            1e-300,
+            2.5,
+            1e300,
+            f64::INFINITY,
+            f64::NAN,
+        ];
         let keys: Vec<u64> = vals.iter().map(|v| order_key(canonical(*v))).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
         for v in &vals[..9] {
@@ -154,7 +185,9 @@ mod tests {
 
     #[test]
     fn push_and_combine_agree_with_direct() {
-        let vals: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 * 0.37 - 100.0).collect();
+        let vals: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1013) as f64 * 0.37 - 100.0)
+            .collect();
         let direct = ColPartial::from_values(&vals);
         let mut a = ColPartial::IDENTITY;
         let mut b = ColPartial::IDENTITY;

@@ -126,8 +126,9 @@ pub trait AggBackend: Send {
         StageTimes::default()
     }
 
-    /// Largest batch (events) the backend takes in one call; the pipeline splits larger ones.
-    fn max_batch_events(&self) -> usize {
+    /// Largest batch (events) the backend takes in one call with `ncols` value columns; the
+    /// pipeline cuts its micro-batches to fit.
+    fn max_batch_events(&self, _ncols: usize) -> usize {
         usize::MAX
     }
 }
@@ -186,7 +187,11 @@ impl FromStr for BackendChoice {
             "cpu" => BackendChoice::Cpu,
             "gpu" => BackendChoice::Gpu,
             "reference" | "ref" => BackendChoice::Reference,
-            other => return Err(Error::config(format!("unknown backend '{other}'; expected auto, cpu, gpu or reference"))),
+            other => {
+                return Err(Error::config(format!(
+                    "unknown backend '{other}'; expected auto, cpu, gpu or reference"
+                )));
+            }
         })
     }
 }
@@ -209,22 +214,34 @@ pub fn select(choice: BackendChoice, threads: usize) -> Result<Selected> {
         BackendChoice::Cpu => {
             let b = cpu::CpuBackend::new(threads);
             let reason = format!("cpu backend as requested ({})", b.describe());
-            Ok(Selected { backend: Box::new(b), reason })
+            Ok(Selected {
+                backend: Box::new(b),
+                reason,
+            })
         }
         BackendChoice::Gpu => {
             let b = gpu::GpuBackend::new(gpu::AdapterPreference::AnyIncludingSoftware)?;
             let reason = format!("gpu backend as requested: {}", b.describe());
-            Ok(Selected { backend: Box::new(b), reason })
+            Ok(Selected {
+                backend: Box::new(b),
+                reason,
+            })
         }
         BackendChoice::Auto => match gpu::GpuBackend::new(gpu::AdapterPreference::HardwareOnly) {
             Ok(b) => {
                 let reason = format!("auto: chose the gpu backend on {}", b.describe());
-                Ok(Selected { backend: Box::new(b), reason })
+                Ok(Selected {
+                    backend: Box::new(b),
+                    reason,
+                })
             }
             Err(e) => {
                 let b = cpu::CpuBackend::new(threads);
                 let reason = format!("auto: chose the cpu backend ({}) because {e}", b.describe());
-                Ok(Selected { backend: Box::new(b), reason })
+                Ok(Selected {
+                    backend: Box::new(b),
+                    reason,
+                })
             }
         },
     }

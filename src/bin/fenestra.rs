@@ -172,9 +172,11 @@ fn progress(len: u64, msg: &str, hidden: bool) -> ProgressBar {
     }
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     pb.set_message(msg.to_string());
     pb
@@ -222,13 +224,26 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     if let Some(l) = &a.late_output {
         io::Format::of(l)?;
     }
-    let value_cols: Vec<String> = a.value_cols.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let value_cols: Vec<String> = a
+        .value_cols
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if value_cols.is_empty() {
         bail!("--value-cols names no column");
     }
-    let cols = InputColumns { time: a.time_col.clone(), key: (!a.no_key).then(|| a.key_col.clone()), values: value_cols.clone() };
+    let cols = InputColumns {
+        time: a.time_col.clone(),
+        key: (!a.no_key).then(|| a.key_col.clone()),
+        values: value_cols.clone(),
+    };
 
-    let spinner = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    let spinner = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
     spinner.set_message(format!("reading {}", a.input.display()));
     let df = io::read_frame(&a.input)?;
     spinner.finish_and_clear();
@@ -271,13 +286,22 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     append_late(&mut late, out.late);
     pb.finish_and_clear();
 
-    let mut frame = io::rows_to_frame(&rows, pipeline.keys().values(), &key_out, &value_cols, &aggs)?;
+    let mut frame = io::rows_to_frame(
+        &rows,
+        pipeline.keys().values(),
+        &key_out,
+        &value_cols,
+        &aggs,
+    )?;
     io::write_frame(&mut frame, &a.output)?;
     if let Some(path) = &a.late_output {
         let mut lf = io::late_frame(&df, &late)?;
         io::write_frame(&mut lf, path)?;
     } else if !late.is_empty() && !a.quiet {
-        eprintln!("note: {} late events were counted but not written; pass --late-output FILE to keep them", late.len());
+        eprintln!(
+            "note: {} late events were counted but not written; pass --late-output FILE to keep them",
+            late.len()
+        );
     }
     let m = pipeline.metrics();
     let secs = t_start.elapsed().as_secs_f64();
@@ -391,18 +415,30 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             "fenestra bench: {} events, {} keys ({}), {}, watermark delay {}, aggs {}",
             a.events,
             a.keys,
-            if a.zipf > 0.0 { format!("zipf {}", a.zipf) } else { "uniform".into() },
+            if a.zipf > 0.0 {
+                format!("zipf {}", a.zipf)
+            } else {
+                "uniform".into()
+            },
             window,
             delay,
             aggs
         );
         println!("  backend        {}", pipeline.backend_description());
         println!("  generated in   {gen_s:.2} s (not timed)");
-        println!("  processed in   {secs:.3} s  =>  {:.2} M events/s", eps / 1e6);
+        println!(
+            "  processed in   {secs:.3} s  =>  {:.2} M events/s",
+            eps / 1e6
+        );
         println!("  windows        {windows} emitted, {} late events", m.late);
         println!(
             "  stages (s)     ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}",
-            m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s
+            m.ingest_s,
+            m.assign_s,
+            m.backend.upload_s,
+            m.backend.kernel_s,
+            m.backend.readback_s,
+            m.store_s
         );
     }
     Ok(())

@@ -37,7 +37,11 @@ pub enum Plan {
 impl Plan {
     /// An empty plan of the kind `spec` needs.
     pub fn for_spec(spec: &WindowSpec) -> Self {
-        if spec.is_session() { Plan::Sessions(SessionPlan::default()) } else { Plan::Panes(PanePlan::default()) }
+        if spec.is_session() {
+            Plan::Sessions(SessionPlan::default())
+        } else {
+            Plan::Panes(PanePlan::default())
+        }
     }
 
     /// Number of slots the plan allocated.
@@ -71,14 +75,24 @@ impl Assigner {
     pub fn new(spec: &WindowSpec, delay: i64, lateness: i64) -> Self {
         match (spec.panes(), spec) {
             (Some(layout), _) => Assigner::Panes(PaneAssigner::new(layout, delay, lateness)),
-            (None, WindowSpec::Session { gap }) => Assigner::Sessions(SessionAssigner::new(gap.as_millis(), delay, lateness)),
+            (None, WindowSpec::Session { gap }) => {
+                Assigner::Sessions(SessionAssigner::new(gap.as_millis(), delay, lateness))
+            }
             (None, _) => unreachable!("only session windows have no pane layout"),
         }
     }
 
     /// Assigns one batch: late positions to `late`, a slot per event to `slots`, the rest to
     /// `plan` (which must be of this assigner's kind; it is replaced otherwise).
-    pub fn assign(&mut self, ts: &[i64], keys: &[u32], num_keys: usize, slots: &mut Vec<u32>, late: &mut Vec<u32>, plan: &mut Plan) {
+    pub fn assign(
+        &mut self,
+        ts: &[i64],
+        keys: &[u32],
+        num_keys: usize,
+        slots: &mut Vec<u32>,
+        late: &mut Vec<u32>,
+        plan: &mut Plan,
+    ) {
         match self {
             Assigner::Panes(a) => {
                 if !matches!(plan, Plan::Panes(_)) {
@@ -143,7 +157,13 @@ impl Store {
     }
 
     /// Applies one batch's plan and partials; emitted rows are appended to `out`.
-    pub fn apply(&mut self, plan: &Plan, partials: &Partials, keys: &KeyValues, out: &mut WindowRows) {
+    pub fn apply(
+        &mut self,
+        plan: &Plan,
+        partials: &Partials,
+        keys: &KeyValues,
+        out: &mut WindowRows,
+    ) {
         match (self, plan) {
             (Store::Panes(s), Plan::Panes(p)) => s.apply(p, partials, keys, out),
             (Store::Sessions(s), Plan::Sessions(p)) => s.apply(p, partials, keys, out),

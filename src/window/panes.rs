@@ -161,7 +161,15 @@ impl PaneAssigner {
 
     /// Assigns one batch. `num_keys` bounds the key ids in `keys`. Late event positions go to
     /// `late`, slots (or [`SKIP_SLOT`]) to `slots`, the rest of the plan to `plan`.
-    pub fn assign(&mut self, ts: &[i64], keys: &[u32], num_keys: usize, slots: &mut Vec<u32>, late: &mut Vec<u32>, plan: &mut PanePlan) {
+    pub fn assign(
+        &mut self,
+        ts: &[i64],
+        keys: &[u32],
+        num_keys: usize,
+        slots: &mut Vec<u32>,
+        late: &mut Vec<u32>,
+        plan: &mut PanePlan,
+    ) {
         plan.clear();
         slots.clear();
         slots.reserve(ts.len());
@@ -170,7 +178,10 @@ impl PaneAssigner {
         for (i, (&t, &k)) in ts.iter().zip(keys).enumerate() {
             let w = self.wm.from_max(max);
             if self.use_epochs && w >= self.next_boundary && w != i64::MIN {
-                plan.epochs.push(Epoch { slot_end: plan.slot_key.len() as u32, watermark: w });
+                plan.epochs.push(Epoch {
+                    slot_end: plan.slot_key.len() as u32,
+                    watermark: w,
+                });
                 self.release_tables();
                 last = usize::MAX;
                 self.next_boundary = self.boundary_after(w);
@@ -245,12 +256,17 @@ impl Pane {
         self.index[k] = r as u32;
         self.keys.push(key);
         self.count.push(0);
-        self.cols.extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
+        self.cols
+            .extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
         r
     }
 
     fn get(&self, key: u32) -> Option<usize> {
-        self.index.get(key as usize).copied().filter(|r| *r != NONE).map(|r| r as usize)
+        self.index
+            .get(key as usize)
+            .copied()
+            .filter(|r| *r != NONE)
+            .map(|r| r as usize)
     }
 
     fn reset(&mut self) {
@@ -317,7 +333,13 @@ impl PaneStore {
     }
 
     /// Applies one batch's partials and fires what the watermark allows.
-    pub fn apply(&mut self, plan: &PanePlan, partials: &Partials, keys: &KeyValues, out: &mut WindowRows) {
+    pub fn apply(
+        &mut self,
+        plan: &PanePlan,
+        partials: &Partials,
+        keys: &KeyValues,
+        out: &mut WindowRows,
+    ) {
         let mut s = 0usize;
         for ep in &plan.epochs {
             self.merge(plan, partials, s..ep.slot_end as usize);
@@ -345,11 +367,16 @@ impl PaneStore {
                 }
                 pane = self.panes.get_mut(&p);
             }
-            let Some(pn) = pane.as_deref_mut() else { continue };
+            let Some(pn) = pane.as_deref_mut() else {
+                continue;
+            };
             let key = plan.slot_key[s];
             let r = pn.row(key, ncols);
             pn.count[r] += partials.count[s];
-            for (a, b) in pn.cols[r * ncols..(r + 1) * ncols].iter_mut().zip(partials.slot(s)) {
+            for (a, b) in pn.cols[r * ncols..(r + 1) * ncols]
+                .iter_mut()
+                .zip(partials.slot(s))
+            {
                 a.combine(b);
             }
             if track_dirty {
@@ -373,16 +400,27 @@ impl PaneStore {
         }
         let size = self.layout.size;
         // Every window with `end - 1 <= self.wm` has fired; start from the first that has not.
-        let mut e = if self.wm == i64::MIN { i64::MIN } else { self.layout.next_window_end_after(self.wm + 1) };
+        let mut e = if self.wm == i64::MIN {
+            i64::MIN
+        } else {
+            self.layout.next_window_end_after(self.wm + 1)
+        };
         loop {
             let first = if e == i64::MIN {
                 self.panes.keys().next().copied()
             } else {
-                self.panes.range(self.layout.pane_of(e - size)..).next().map(|(p, _)| *p)
+                self.panes
+                    .range(self.layout.pane_of(e - size)..)
+                    .next()
+                    .map(|(p, _)| *p)
             };
             let Some(p) = first else { break };
             // The first window that holds data; the ones before it are empty.
-            let c = if e == i64::MIN { self.layout.first_window_end(p) } else { e.max(self.layout.first_window_end(p)) };
+            let c = if e == i64::MIN {
+                self.layout.first_window_end(p)
+            } else {
+                e.max(self.layout.first_window_end(p))
+            };
             if c - 1 > w {
                 break;
             }
@@ -445,13 +483,17 @@ impl PaneStore {
                     acc.index[ki] = a as u32;
                     acc.keys.push(k);
                     acc.count.push(0);
-                    acc.cols.extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
+                    acc.cols
+                        .extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
                     a
                 } else {
                     acc.index[ki] as usize
                 };
                 acc.count[a] += pane.count[r];
-                for (x, y) in acc.cols[a * ncols..(a + 1) * ncols].iter_mut().zip(&pane.cols[r * ncols..(r + 1) * ncols]) {
+                for (x, y) in acc.cols[a * ncols..(a + 1) * ncols]
+                    .iter_mut()
+                    .zip(&pane.cols[r * ncols..(r + 1) * ncols])
+                {
                     x.combine(y);
                 }
             }
@@ -462,7 +504,15 @@ impl PaneStore {
         let keep = self.lateness > 0;
         for &k in &self.order {
             let a = acc.index[k as usize] as usize;
-            out.push(k, start, end, 0, acc.count[a], &acc.cols[a * ncols..(a + 1) * ncols], 0);
+            out.push(
+                k,
+                start,
+                end,
+                0,
+                acc.count[a],
+                &acc.cols[a * ncols..(a + 1) * ncols],
+                0,
+            );
             if keep {
                 self.fired.insert((start, k), 0);
             }
@@ -477,7 +527,12 @@ impl PaneStore {
 
     /// Emits a new revision of each `(start, key)` window from its current panes, ordered by
     /// start, then key value.
-    fn emit_revisions(&mut self, windows: impl Iterator<Item = (i64, u32)>, keys: &KeyValues, out: &mut WindowRows) {
+    fn emit_revisions(
+        &mut self,
+        windows: impl Iterator<Item = (i64, u32)>,
+        keys: &KeyValues,
+        out: &mut WindowRows,
+    ) {
         let mut list: Vec<(i64, u32)> = windows.collect();
         if list.is_empty() {
             return;
@@ -489,7 +544,10 @@ impl PaneStore {
             let end = start + self.layout.size;
             let mut count = 0;
             cols.fill(ColPartial::IDENTITY);
-            for (_, pane) in self.panes.range(self.layout.pane_of(start)..=self.layout.pane_of(end - 1)) {
+            for (_, pane) in self
+                .panes
+                .range(self.layout.pane_of(start)..=self.layout.pane_of(end - 1))
+            {
                 if let Some(r) = pane.get(key) {
                     count += pane.count[r];
                     for (x, y) in cols.iter_mut().zip(&pane.cols[r * ncols..(r + 1) * ncols]) {

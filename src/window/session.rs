@@ -130,7 +130,12 @@ impl SessionAssigner {
     fn purge(&mut self, idx: u32, plan: &mut SessionPlan) {
         let s = &mut self.slab[idx as usize];
         s.alive = false;
-        plan.extents.push(Extent { serial: s.serial, key: s.key, start: s.start, end: s.end });
+        plan.extents.push(Extent {
+            serial: s.serial,
+            key: s.key,
+            start: s.start,
+            end: s.end,
+        });
         plan.purge.push(s.serial);
         self.free.push(idx);
     }
@@ -138,7 +143,14 @@ impl SessionAssigner {
     fn alloc(&mut self, key: u32, start: i64, end: i64) -> u32 {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let s = Sess { serial, key, start, end, alive: true, ..Default::default() };
+        let s = Sess {
+            serial,
+            key,
+            start,
+            end,
+            alive: true,
+            ..Default::default()
+        };
         let idx = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = s;
@@ -149,7 +161,8 @@ impl SessionAssigner {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.purge_heap.push(Reverse((cleanup_time(end, self.lateness), idx, serial)));
+        self.purge_heap
+            .push(Reverse((cleanup_time(end, self.lateness), idx, serial)));
         if self.lateness > 0 {
             self.fire_heap.push(Reverse((end - 1, idx, serial)));
         }
@@ -157,7 +170,15 @@ impl SessionAssigner {
     }
 
     /// Assigns one batch (see [`crate::window::panes::PaneAssigner::assign`]).
-    pub fn assign(&mut self, ts: &[i64], keys: &[u32], num_keys: usize, slots: &mut Vec<u32>, late: &mut Vec<u32>, plan: &mut SessionPlan) {
+    pub fn assign(
+        &mut self,
+        ts: &[i64],
+        keys: &[u32],
+        num_keys: usize,
+        slots: &mut Vec<u32>,
+        late: &mut Vec<u32>,
+        plan: &mut SessionPlan,
+    ) {
         plan.clear();
         slots.clear();
         slots.reserve(ts.len());
@@ -210,14 +231,18 @@ impl SessionAssigner {
                 idx
             } else {
                 // The earliest-created session survives; the others merge into it.
-                let survivor = *touching.iter().min_by_key(|&&x| self.slab[x as usize].serial).unwrap_or(&touching[0]);
+                let survivor = *touching
+                    .iter()
+                    .min_by_key(|&&x| self.slab[x as usize].serial)
+                    .unwrap_or(&touching[0]);
                 let (mut start, mut end) = (own_start, own_end);
                 for &x in &touching {
                     let s = self.slab[x as usize];
                     start = start.min(s.start);
                     end = end.max(s.end);
                     if x != survivor {
-                        plan.merges.push((s.serial, self.slab[survivor as usize].serial));
+                        plan.merges
+                            .push((s.serial, self.slab[survivor as usize].serial));
                         self.slab[x as usize].alive = false;
                         self.free.push(x);
                         if let Some(pos) = list.iter().position(|&y| y == x) {
@@ -299,7 +324,12 @@ impl SessionAssigner {
         for idx in std::mem::take(&mut self.touched) {
             let s = self.slab[idx as usize];
             if s.alive {
-                plan.extents.push(Extent { serial: s.serial, key: s.key, start: s.start, end: s.end });
+                plan.extents.push(Extent {
+                    serial: s.serial,
+                    key: s.key,
+                    start: s.start,
+                    end: s.end,
+                });
                 if lateness > 0 && !s.fired {
                     self.fire_heap.push(Reverse((s.end - 1, idx, s.serial)));
                 }
@@ -339,7 +369,10 @@ pub struct SessionStore {
 impl SessionStore {
     /// An empty store for `ncols` value columns.
     pub fn new(ncols: usize) -> Self {
-        SessionStore { ncols, ..Default::default() }
+        SessionStore {
+            ncols,
+            ..Default::default()
+        }
     }
 
     /// Sessions currently held.
@@ -368,7 +401,13 @@ impl SessionStore {
     }
 
     /// Applies one batch and emits the sessions whose time has come.
-    pub fn apply(&mut self, plan: &SessionPlan, partials: &Partials, keys: &KeyValues, out: &mut WindowRows) {
+    pub fn apply(
+        &mut self,
+        plan: &SessionPlan,
+        partials: &Partials,
+        keys: &KeyValues,
+        out: &mut WindowRows,
+    ) {
         self.forward.clear();
         for &(from, into) in &plan.merges {
             let absorbed = self.sessions.remove(&from);
@@ -426,7 +465,11 @@ impl SessionStore {
             .iter()
             .filter_map(|serial| self.sessions.get(serial).map(|s| (s.start, s.key, *serial)))
             .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys.cmp_ids(a.1, b.1)).then(a.2.cmp(&b.2)));
+        rows.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| keys.cmp_ids(a.1, b.1))
+                .then(a.2.cmp(&b.2))
+        });
         for (_, _, serial) in rows {
             if let Some(s) = self.sessions.get_mut(&serial) {
                 let rev = s.emitted.map_or(0, |r| r + 1);
@@ -443,9 +486,9 @@ impl SessionStore {
         }
         // Sessions still dirty wait for their (new) end to pass the watermark.
         let sessions = &self.sessions;
-        self.dirty.retain(|serial| sessions.get(serial).is_some_and(|s| s.dirty));
+        self.dirty
+            .retain(|serial| sessions.get(serial).is_some_and(|s| s.dirty));
         self.dirty.sort_unstable();
         self.dirty.dedup();
     }
 }
-

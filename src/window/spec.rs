@@ -45,12 +45,19 @@ pub enum WindowSpec {
 impl WindowSpec {
     /// Tumbling windows of `size`, aligned to the epoch.
     pub fn tumbling(size: Duration) -> Self {
-        WindowSpec::Tumbling { size, offset: Duration::ZERO }
+        WindowSpec::Tumbling {
+            size,
+            offset: Duration::ZERO,
+        }
     }
 
     /// Sliding (hopping) windows of `size` every `slide`, aligned to the epoch.
     pub fn sliding(size: Duration, slide: Duration) -> Self {
-        WindowSpec::Sliding { size, slide, offset: Duration::ZERO }
+        WindowSpec::Sliding {
+            size,
+            slide,
+            offset: Duration::ZERO,
+        }
     }
 
     /// Session windows with inactivity `gap`.
@@ -61,7 +68,12 @@ impl WindowSpec {
     /// Checks sizes, slides, offsets and gaps; every constructor path goes through this before
     /// a pipeline is built.
     pub fn validate(&self) -> Result<()> {
-        let err = |reason: String| Err(Error::InvalidWindow { spec: self.to_string(), reason });
+        let err = |reason: String| {
+            Err(Error::InvalidWindow {
+                spec: self.to_string(),
+                reason,
+            })
+        };
         let positive = |name: &str, d: Duration| -> Option<String> {
             if d.as_millis() <= 0 {
                 Some(format!("{name} must be positive, got {d}"))
@@ -77,10 +89,16 @@ impl WindowSpec {
                     return err(r);
                 }
                 if offset.as_millis().abs() >= size.as_millis() {
-                    return err(format!("offset {offset} must be smaller than the size {size}"));
+                    return err(format!(
+                        "offset {offset} must be smaller than the size {size}"
+                    ));
                 }
             }
-            WindowSpec::Sliding { size, slide, offset } => {
+            WindowSpec::Sliding {
+                size,
+                slide,
+                offset,
+            } => {
                 if let Some(r) = positive("size", size).or_else(|| positive("slide", slide)) {
                     return err(r);
                 }
@@ -90,7 +108,9 @@ impl WindowSpec {
                     ));
                 }
                 if offset.as_millis().abs() >= slide.as_millis() {
-                    return err(format!("offset {offset} must be smaller than the slide {slide}"));
+                    return err(format!(
+                        "offset {offset} must be smaller than the slide {slide}"
+                    ));
                 }
             }
             WindowSpec::Session { gap } => {
@@ -105,10 +125,20 @@ impl WindowSpec {
     /// The pane layout for tumbling and sliding windows; `None` for sessions.
     pub fn panes(&self) -> Option<PaneLayout> {
         match *self {
-            WindowSpec::Tumbling { size, offset } => Some(PaneLayout::new(size.as_millis(), size.as_millis(), offset.as_millis())),
-            WindowSpec::Sliding { size, slide, offset } => {
-                Some(PaneLayout::new(size.as_millis(), slide.as_millis(), offset.as_millis()))
-            }
+            WindowSpec::Tumbling { size, offset } => Some(PaneLayout::new(
+                size.as_millis(),
+                size.as_millis(),
+                offset.as_millis(),
+            )),
+            WindowSpec::Sliding {
+                size,
+                slide,
+                offset,
+            } => Some(PaneLayout::new(
+                size.as_millis(),
+                slide.as_millis(),
+                offset.as_millis(),
+            )),
             WindowSpec::Session { .. } => None,
         }
     }
@@ -129,7 +159,11 @@ impl fmt::Display for WindowSpec {
                 }
                 Ok(())
             }
-            WindowSpec::Sliding { size, slide, offset } => {
+            WindowSpec::Sliding {
+                size,
+                slide,
+                offset,
+            } => {
                 write!(f, "hop:{size}:{slide}")?;
                 if offset != Duration::ZERO {
                     write!(f, ":offset={offset}")?;
@@ -147,7 +181,10 @@ impl FromStr for WindowSpec {
     /// `tumble:SIZE[:offset=D]`, `hop:SIZE:SLIDE[:offset=D]` (also `slide:`/`sliding:`/
     /// `hopping:`/`tumbling:`), `session:GAP`.
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |reason: String| Error::InvalidWindow { spec: s.to_string(), reason };
+        let bad = |reason: String| Error::InvalidWindow {
+            spec: s.to_string(),
+            reason,
+        };
         let mut parts: Vec<&str> = s.trim().split(':').collect();
         let mut offset = Duration::ZERO;
         if let Some(last) = parts.last()
@@ -159,17 +196,24 @@ impl FromStr for WindowSpec {
         let dur = |t: &str| parse_duration(t).map_err(|e| bad(e.to_string()));
         let kind = parts[0].to_ascii_lowercase();
         let spec = match (kind.as_str(), &parts[1..]) {
-            ("tumble" | "tumbling", [size]) => WindowSpec::Tumbling { size: dur(size)?, offset },
-            ("hop" | "hopping" | "slide" | "sliding", [size, slide]) => {
-                WindowSpec::Sliding { size: dur(size)?, slide: dur(slide)?, offset }
-            }
+            ("tumble" | "tumbling", [size]) => WindowSpec::Tumbling {
+                size: dur(size)?,
+                offset,
+            },
+            ("hop" | "hopping" | "slide" | "sliding", [size, slide]) => WindowSpec::Sliding {
+                size: dur(size)?,
+                slide: dur(slide)?,
+                offset,
+            },
             ("session", [gap]) => {
                 if offset != Duration::ZERO {
                     return Err(bad("session windows take no offset".into()));
                 }
                 WindowSpec::Session { gap: dur(gap)? }
             }
-            ("tumble" | "tumbling", _) => return Err(bad("expected tumble:SIZE, e.g. tumble:1s".into())),
+            ("tumble" | "tumbling", _) => {
+                return Err(bad("expected tumble:SIZE, e.g. tumble:1s".into()));
+            }
             ("hop" | "hopping" | "slide" | "sliding", _) => {
                 return Err(bad("expected hop:SIZE:SLIDE, e.g. hop:10s:1s".into()));
             }
@@ -220,7 +264,12 @@ pub struct PaneLayout {
 impl PaneLayout {
     /// The layout for windows of `size` every `slide`, shifted by `offset` (all in ms).
     pub fn new(size: i64, slide: i64, offset: i64) -> Self {
-        PaneLayout { size, slide, offset, pane: gcd(size, slide) }
+        PaneLayout {
+            size,
+            slide,
+            offset,
+            pane: gcd(size, slide),
+        }
     }
 
     /// Panes in one window.
@@ -255,7 +304,11 @@ impl PaneLayout {
     /// The end (exclusive) of the first window that contains pane `p`.
     #[inline]
     pub fn first_window_end(&self, p: i64) -> i64 {
-        let first_start = tumbling_start(self.pane_start(p) - self.size + self.pane, self.slide, self.offset);
+        let first_start = tumbling_start(
+            self.pane_start(p) - self.size + self.pane,
+            self.slide,
+            self.offset,
+        );
         // `first_start` may be a window that ends at or before the pane when slide does not
         // divide size; step forward to the first one that covers the pane.
         let mut s = first_start;
@@ -278,7 +331,9 @@ impl PaneLayout {
         let last = tumbling_start(ts, self.slide, self.offset);
         let size = self.size;
         let slide = self.slide;
-        (0..).map(move |k| last - k * slide).take_while(move |s| *s > ts - size)
+        (0..)
+            .map(move |k| last - k * slide)
+            .take_while(move |s| *s > ts - size)
     }
 }
 
@@ -288,12 +343,21 @@ mod tests {
 
     #[test]
     fn parse_and_display() {
-        for s in ["tumble:1s", "hop:10s:1s", "session:100ms", "tumble:1s:offset=200ms", "hop:10s:2s:offset=-1s"] {
+        for s in [
+            "tumble:1s",
+            "hop:10s:1s",
+            "session:100ms",
+            "tumble:1s:offset=200ms",
+            "hop:10s:2s:offset=-1s",
+        ] {
             let w: WindowSpec = s.parse().unwrap();
             assert_eq!(w.to_string(), s);
         }
         let w: WindowSpec = "sliding:1m:15s".parse().unwrap();
-        assert_eq!(w, WindowSpec::sliding(Duration::from_secs(60), Duration::from_secs(15)));
+        assert_eq!(
+            w,
+            WindowSpec::sliding(Duration::from_secs(60), Duration::from_secs(15))
+        );
     }
 
     #[test]
@@ -341,7 +405,11 @@ mod tests {
             assert_eq!(mine, brute, "ts {ts}");
             let p = l.pane_of(ts);
             assert_eq!(l.last_window_end(p), mine[0] + 10_000);
-            assert_eq!(l.first_window_end(p), mine.last().unwrap() + 10_000, "ts {ts}");
+            assert_eq!(
+                l.first_window_end(p),
+                mine.last().unwrap() + 10_000,
+                "ts {ts}"
+            );
         }
     }
 

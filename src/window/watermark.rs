@@ -13,7 +13,11 @@ pub struct Watermark {
 impl Watermark {
     /// A watermark that trails the largest timestamp seen by `delay_ms`.
     pub fn new(delay_ms: i64) -> Self {
-        Watermark { max_ts: i64::MIN, delay: delay_ms, finished: false }
+        Watermark {
+            max_ts: i64::MIN,
+            delay: delay_ms,
+            finished: false,
+        }
     }
 
     /// The watermark that applies to the next event.
@@ -31,7 +35,11 @@ impl Watermark {
     /// The watermark that follows a running maximum of `max_ts`.
     #[inline]
     pub fn from_max(&self, max_ts: i64) -> i64 {
-        if max_ts == i64::MIN { i64::MIN } else { max_ts - self.delay - 1 }
+        if max_ts == i64::MIN {
+            i64::MIN
+        } else {
+            max_ts - self.delay - 1
+        }
     }
 
     /// The largest timestamp seen, `i64::MIN` before any event.

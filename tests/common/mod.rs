@@ -66,7 +66,10 @@ impl Default for Shape {
 pub fn stream(s: &Shape) -> Data {
     let mut rng = Rng::new(s.seed);
     let table = (s.zipf > 0.0).then(|| fenestra::generator::AliasTable::zipf(s.keys, s.zipf));
-    let mut d = Data { values: vec![vec![]; s.ncols], ..Default::default() };
+    let mut d = Data {
+        values: vec![vec![]; s.ncols],
+        ..Default::default()
+    };
     let mut base = s.start;
     for i in 0..s.n {
         if s.gap_every > 0 && i > 0 && i % s.gap_every == 0 {
@@ -109,18 +112,46 @@ pub struct Row {
 }
 
 pub fn aggs_of(values: &[f64]) -> [Option<f64>; 6] {
-    let v: Vec<f64> = values.iter().copied().filter(|x| !is_null_value(*x)).collect();
+    let v: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|x| !is_null_value(*x))
+        .collect();
     if v.is_empty() {
         return [None; 6];
     }
     let n = v.len() as f64;
     let sum: f64 = v.iter().sum();
     let mean = sum / n;
-    let min = v.iter().copied().fold(f64::INFINITY, |a, b| if b.is_nan() { a } else { a.min(b) });
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, |a, b| if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) });
-    let min = if v.iter().all(|x| x.is_nan()) { f64::NAN } else { min };
-    let var = if v.len() > 1 { Some(v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)) } else { None };
-    [Some(sum), Some(min), Some(max), Some(mean), var, var.map(f64::sqrt)]
+    let min = v
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, |a, b| if b.is_nan() { a } else { a.min(b) });
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, |a, b| {
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            a.max(b)
+        }
+    });
+    let min = if v.iter().all(|x| x.is_nan()) {
+        f64::NAN
+    } else {
+        min
+    };
+    let var = if v.len() > 1 {
+        Some(v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0))
+    } else {
+        None
+    };
+    [
+        Some(sum),
+        Some(min),
+        Some(max),
+        Some(mean),
+        var,
+        var.map(f64::sqrt),
+    ]
 }
 
 /// Which window kind the model simulates.
@@ -142,13 +173,27 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
         let aggs = (0..ncols)
             .map(|c| aggs_of(&idx.iter().map(|&i| data.values[c][i]).collect::<Vec<_>>()))
             .collect();
-        Row { key: Some(key), start, end, revision: 0, count: idx.len() as u64, aggs, lineage: 0 }
+        Row {
+            key: Some(key),
+            start,
+            end,
+            revision: 0,
+            count: idx.len() as u64,
+            aggs,
+            lineage: 0,
+        }
     };
     match m.spec {
         WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
             let (size, slide, offset) = match m.spec {
-                WindowSpec::Tumbling { size, offset } => (size.as_millis(), size.as_millis(), offset.as_millis()),
-                WindowSpec::Sliding { size, slide, offset } => (size.as_millis(), slide.as_millis(), offset.as_millis()),
+                WindowSpec::Tumbling { size, offset } => {
+                    (size.as_millis(), size.as_millis(), offset.as_millis())
+                }
+                WindowSpec::Sliding {
+                    size,
+                    slide,
+                    offset,
+                } => (size.as_millis(), slide.as_millis(), offset.as_millis()),
                 _ => unreachable!(),
             };
             let mut windows: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
@@ -156,7 +201,9 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                 let w = max_ts.map_or(i64::MIN, |mx| mx - m.delay - 1);
                 let t = data.ts[i];
                 // brute force: every aligned start s with s <= t < s + size
-                let mut s = offset + ((t - offset - size) as f64 / slide as f64).floor() as i64 * slide - slide;
+                let mut s = offset
+                    + ((t - offset - size) as f64 / slide as f64).floor() as i64 * slide
+                    - slide;
                 let mut mine = vec![];
                 while s <= t {
                     if t < s + size {
@@ -164,7 +211,10 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                     }
                     s += slide;
                 }
-                let kept: Vec<i64> = mine.into_iter().filter(|s| s + size - 1 + m.lateness > w).collect();
+                let kept: Vec<i64> = mine
+                    .into_iter()
+                    .filter(|s| s + size - 1 + m.lateness > w)
+                    .collect();
                 if kept.is_empty() {
                     late.push(i);
                 } else {
@@ -174,7 +224,10 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                 }
                 max_ts = Some(max_ts.map_or(t, |mx| mx.max(t)));
             }
-            let rows = windows.into_iter().map(|((k, s), idx)| row_of(k, s, s + size, &idx)).collect();
+            let rows = windows
+                .into_iter()
+                .map(|((k, s), idx)| row_of(k, s, s + size, &idx))
+                .collect();
             (rows, late)
         }
         WindowSpec::Session { gap } => {
@@ -187,11 +240,14 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                 let t = data.ts[i];
                 let k = data.key[i];
                 let list = open.entry(k).or_default();
-                let (keep, purged): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, e, _)| e - 1 + m.lateness > w);
+                let (keep, purged): (Vec<_>, Vec<_>) =
+                    list.drain(..).partition(|(_, e, _)| e - 1 + m.lateness > w);
                 for (s, e, idx) in purged {
                     done.push(row_of(k, s, e, &idx));
                 }
-                let (touch, mut rest): (Vec<_>, Vec<_>) = keep.into_iter().partition(|(s, e, _)| *s <= t + gap && *e >= t);
+                let (touch, mut rest): (Vec<_>, Vec<_>) = keep
+                    .into_iter()
+                    .partition(|(s, e, _)| *s <= t + gap && *e >= t);
                 if touch.is_empty() && t + gap - 1 + m.lateness <= w {
                     late.push(i);
                     *list = rest;
@@ -233,10 +289,21 @@ pub struct Run {
 
 impl Run {
     pub fn new(spec: &str, delay: i64, lateness: i64) -> Self {
-        Run { spec: spec.parse().unwrap(), delay, lateness, batch: 1000, pipelined: true, key_kind: KeyKind::Int }
+        Run {
+            spec: spec.parse().unwrap(),
+            delay,
+            lateness,
+            batch: 1000,
+            pipelined: true,
+            key_kind: KeyKind::Int,
+        }
     }
     pub fn model_spec(&self) -> ModelSpec {
-        ModelSpec { spec: self.spec, delay: self.delay, lateness: self.lateness }
+        ModelSpec {
+            spec: self.spec,
+            delay: self.delay,
+            lateness: self.lateness,
+        }
     }
     pub fn config(&self, ncols: usize, backend: BackendChoice) -> PipelineConfig {
         PipelineConfig {
@@ -283,16 +350,26 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
     let mut rows = vec![];
     let mut late = vec![];
     let mut merged = vec![];
-    let collect = |p: &Pipeline, out: fenestra::Output, rows: &mut Vec<Row>, late: &mut Vec<usize>, merged: &mut Vec<(u64, u64)>| {
+    let collect = |p: &Pipeline,
+                   out: fenestra::Output,
+                   rows: &mut Vec<Row>,
+                   late: &mut Vec<usize>,
+                   merged: &mut Vec<(u64, u64)>| {
         let r = &out.rows;
         merged.extend_from_slice(&r.merged);
         for i in 0..r.len() {
             let vals = r.values(i, &aggs);
-            let aggs6: Vec<[Option<f64>; 6]> = vals.chunks(6).map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]]).collect();
+            let aggs6: Vec<[Option<f64>; 6]> = vals
+                .chunks(6)
+                .map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]])
+                .collect();
             rows.push(Row {
                 key: match run.key_kind {
                     KeyKind::Int => p.keys().int_value(r.key[i]),
-                    KeyKind::Str => p.keys().str_value(r.key[i]).map(|s| s.parse::<i64>().unwrap_or(-1)),
+                    KeyKind::Str => p
+                        .keys()
+                        .str_value(r.key[i])
+                        .map(|s| s.parse::<i64>().unwrap_or(-1)),
                     KeyKind::None => Some(0),
                 },
                 start: r.start[i],
@@ -312,7 +389,9 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
         let hi = (lo + run.batch).min(n);
         let vals: Vec<&[f64]> = data.values.iter().map(|v| &v[lo..hi]).collect();
         match run.key_kind {
-            KeyKind::Int => p.push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &vals).unwrap(),
+            KeyKind::Int => p
+                .push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &vals)
+                .unwrap(),
             KeyKind::Str => {
                 let ks: Vec<Option<&str>> = strs[lo..hi].iter().map(|s| Some(s.as_str())).collect();
                 p.push_str_keys(&data.ts[lo..hi], &ks, &vals).unwrap()
@@ -326,7 +405,12 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
     let out = p.finish().unwrap();
     collect(p, out, &mut rows, &mut late, &mut merged);
     let on_time = p.metrics().on_time;
-    Result { rows, merged, late, on_time }
+    Result {
+        rows,
+        merged,
+        late,
+        on_time,
+    }
 }
 
 /// The last revision of every window: for sessions per lineage (lineages merged into another
@@ -338,7 +422,11 @@ pub fn final_view(res: &Result, session: bool) -> Vec<Row> {
         if session && absorbed.contains(&r.lineage) {
             continue;
         }
-        let id = if session { (None, 0, r.lineage) } else { (r.key, r.start, 0) };
+        let id = if session {
+            (None, 0, r.lineage)
+        } else {
+            (r.key, r.start, 0)
+        };
         last.insert(id, r.clone());
     }
     let mut v: Vec<Row> = last.into_values().collect();
@@ -367,15 +455,36 @@ pub fn close(a: Option<f64>, b: Option<f64>, rel: f64) -> bool {
 
 /// Compares two row sets (same order expected): keys, bounds and counts exactly; min/max exactly;
 /// sum/mean/var within `rel`, std within `rel_std`. Returns a description of the first mismatch.
-pub fn compare(actual: &[Row], expected: &[Row], rel: f64, rel_std: f64) -> std::result::Result<(), String> {
+pub fn compare(
+    actual: &[Row],
+    expected: &[Row],
+    rel: f64,
+    rel_std: f64,
+) -> std::result::Result<(), String> {
     if actual.len() != expected.len() {
-        let a: Vec<_> = actual.iter().map(|r| (r.key, r.start, r.end, r.count)).take(10).collect();
-        let e: Vec<_> = expected.iter().map(|r| (r.key, r.start, r.end, r.count)).take(10).collect();
-        return Err(format!("row count {} != {} (first actual {a:?}, first expected {e:?})", actual.len(), expected.len()));
+        let a: Vec<_> = actual
+            .iter()
+            .map(|r| (r.key, r.start, r.end, r.count))
+            .take(10)
+            .collect();
+        let e: Vec<_> = expected
+            .iter()
+            .map(|r| (r.key, r.start, r.end, r.count))
+            .take(10)
+            .collect();
+        return Err(format!(
+            "row count {} != {} (first actual {a:?}, first expected {e:?})",
+            actual.len(),
+            expected.len()
+        ));
     }
     for (a, e) in actual.iter().zip(expected) {
         if (a.key, a.start, a.end, a.count) != (e.key, e.start, e.end, e.count) {
-            return Err(format!("row {:?} != {:?}", (a.key, a.start, a.end, a.count), (e.key, e.start, e.end, e.count)));
+            return Err(format!(
+                "row {:?} != {:?}",
+                (a.key, a.start, a.end, a.count),
+                (e.key, e.start, e.end, e.count)
+            ));
         }
         for (ca, ce) in a.aggs.iter().zip(&e.aggs) {
             let names = ["sum", "min", "max", "mean", "var", "std"];
@@ -386,7 +495,10 @@ pub fn compare(actual: &[Row], expected: &[Row], rel: f64, rel_std: f64) -> std:
                     _ => close(ca[j], ce[j], rel),
                 };
                 if !ok {
-                    return Err(format!("{} of {:?} window [{}, {}): {:?} vs {:?}", names[j], a.key, a.start, a.end, ca[j], ce[j]));
+                    return Err(format!(
+                        "{} of {:?} window [{}, {}): {:?} vs {:?}",
+                        names[j], a.key, a.start, a.end, ca[j], ce[j]
+                    ));
                 }
             }
         }

@@ -25,11 +25,17 @@ impl CpuBackend {
     /// A backend using `threads` threads (0 = every available core).
     pub fn new(threads: usize) -> Self {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             threads
         };
-        CpuBackend { threads, scratch: vec![], times: StageTimes::default() }
+        CpuBackend {
+            threads,
+            scratch: vec![],
+            times: StageTimes::default(),
+        }
     }
 
     /// Number of worker threads.
@@ -44,13 +50,21 @@ impl AggBackend for CpuBackend {
     }
 
     fn describe(&self) -> String {
-        format!("cpu, {} thread{}", self.threads, if self.threads == 1 { "" } else { "s" })
+        format!(
+            "cpu, {} thread{}",
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        )
     }
 
     fn reduce(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<()> {
         let t0 = Instant::now();
         let n = batch.slots.len();
-        let threads = if n < PARALLEL_MIN_EVENTS { 1 } else { self.threads.min(n / (PARALLEL_MIN_EVENTS / 2)).max(1) };
+        let threads = if n < PARALLEL_MIN_EVENTS {
+            1
+        } else {
+            self.threads.min(n / (PARALLEL_MIN_EVENTS / 2)).max(1)
+        };
         out.reset(batch.num_slots, ncols);
         if threads == 1 {
             reduce::reduce_slots(batch, 0..n, out);
