@@ -394,3 +394,85 @@ fn bench_reports_json() {
     let w = v["windows"].as_u64().unwrap();
     assert!((1500..=2100).contains(&w), "{w}");
 }
+
+#[test]
+fn gpu_and_cpu_give_the_same_rows() {
+    if fenestra::backend::gpu::GpuBackend::new(
+        fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware,
+    )
+    .is_err()
+    {
+        assert!(
+            std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "FENESTRA_REQUIRE_GPU=1 but no adapter"
+        );
+        eprintln!("skipped: no adapter");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "events.parquet",
+        &["--late-fraction", "0.02", "--zipf", "1.1"],
+    );
+    for window in ["tumble:1s", "hop:5s:1s", "session:20ms"] {
+        let mut frames = vec![];
+        for backend in ["cpu", "gpu"] {
+            let out = p(dir.path(), &format!("{backend}.parquet"));
+            let o = run(&[
+                "run",
+                "--input",
+                s(&input),
+                "--output",
+                s(&out),
+                "--window",
+                window,
+                "--backend",
+                backend,
+                "--aggs",
+                "count,sum,min,max,mean,var,std",
+            ]);
+            assert!(o.status.success(), "{backend}: {}", stderr(&o));
+            if backend == "gpu" {
+                assert!(stderr(&o).contains("gpu backend"), "{}", stderr(&o));
+            }
+            frames.push(read(&out));
+        }
+        let (c, g) = (&frames[0], &frames[1]);
+        assert_eq!(c.shape(), g.shape(), "{window}");
+        for name in [
+            "key",
+            "window_start",
+            "window_end",
+            "revision",
+            "count",
+            "min_value",
+            "max_value",
+        ] {
+            assert!(
+                c.column(name)
+                    .unwrap()
+                    .equals_missing(g.column(name).unwrap()),
+                "{window}: column {name} differs"
+            );
+        }
+        for (name, tol) in [
+            ("sum_value", 1e-5),
+            ("mean_value", 1e-5),
+            ("var_value", 1e-5),
+            ("std_value", 1e-4),
+        ] {
+            let a = c.column(name).unwrap().f64().unwrap().clone();
+            let b = g.column(name).unwrap().f64().unwrap().clone();
+            for (x, y) in a.iter().zip(b.iter()) {
+                match (x, y) {
+                    (Some(x), Some(y)) => assert!(
+                        (x - y).abs() <= tol * x.abs().max(1000.0),
+                        "{window} {name}: {x} vs {y}"
+                    ),
+                    (x, y) => assert_eq!(x.is_none(), y.is_none(), "{window} {name}"),
+                }
+            }
+        }
+    }
+}

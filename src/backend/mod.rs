@@ -246,3 +246,96 @@ pub fn select(choice: BackendChoice, threads: usize) -> Result<Selected> {
         },
     }
 }
+
+/// Tolerances for comparing two backends' partials (DESIGN.md §4).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Relative tolerance of sums, means and variances.
+    pub rel: f64,
+    /// Relative tolerance of standard deviations.
+    pub rel_std: f64,
+}
+
+impl Tolerance {
+    /// The GPU contract: 1e-5 relative, 1e-4 for std.
+    pub const GPU: Tolerance = Tolerance {
+        rel: 1e-5,
+        rel_std: 1e-4,
+    };
+    /// Two f64 CPU paths: 1e-9 relative.
+    pub const CPU: Tolerance = Tolerance {
+        rel: 1e-9,
+        rel_std: 1e-9,
+    };
+}
+
+/// Checks that `actual` matches `expected` slot by slot: counts, `n`, `min` and `max` exactly;
+/// sums within `tol.rel` of the larger of the sum and the slot's largest magnitude (a sum that
+/// cancels to almost zero is judged against the values that went into it); `m2` within
+/// `tol.rel`, the standard deviation within `tol.rel_std`. The error names the first mismatch.
+pub fn check_parity(actual: &Partials, expected: &Partials, tol: Tolerance) -> Result<(), String> {
+    if actual.count.len() != expected.count.len() || actual.ncols != expected.ncols {
+        return Err(format!(
+            "shape {}x{} vs {}x{}",
+            actual.count.len(),
+            actual.ncols,
+            expected.count.len(),
+            expected.ncols
+        ));
+    }
+    let close = |a: f64, b: f64, scale: f64, rel: f64| {
+        if a.is_nan() || b.is_nan() {
+            return a.is_nan() && b.is_nan();
+        }
+        if a.is_infinite() || b.is_infinite() {
+            return a == b;
+        }
+        (a - b).abs() <= rel * scale.max(b.abs()) + f64::MIN_POSITIVE
+    };
+    for s in 0..actual.count.len() {
+        if actual.count[s] != expected.count[s] {
+            return Err(format!(
+                "slot {s}: count {} vs {}",
+                actual.count[s], expected.count[s]
+            ));
+        }
+        for c in 0..actual.ncols {
+            let (a, e) = (
+                &actual.cols[s * actual.ncols + c],
+                &expected.cols[s * actual.ncols + c],
+            );
+            if (a.n, a.min, a.max) != (e.n, e.min, e.max) {
+                return Err(format!(
+                    "slot {s} column {c}: (n, min, max) {:?} vs {:?}",
+                    (a.n, a.min, a.max),
+                    (e.n, e.min, e.max)
+                ));
+            }
+            if e.n == 0 {
+                continue;
+            }
+            let mag = crate::agg::from_order_key(e.min)
+                .abs()
+                .max(crate::agg::from_order_key(e.max).abs());
+            if !close(a.sum, e.sum, mag, tol.rel) {
+                return Err(format!("slot {s} column {c}: sum {} vs {}", a.sum, e.sum));
+            }
+            if e.n > 1 {
+                let (va, ve) = (a.m2 / (a.n - 1) as f64, e.m2 / (e.n - 1) as f64);
+                // a variance that is tiny next to the mean's magnitude is judged on that scale
+                let scale = ve.abs().max(mag * mag * 1e-12);
+                if !close(va, ve, scale, tol.rel)
+                    || !close(
+                        va.max(0.0).sqrt(),
+                        ve.max(0.0).sqrt(),
+                        scale.sqrt(),
+                        tol.rel_std,
+                    )
+                {
+                    return Err(format!("slot {s} column {c}: variance {va} vs {ve}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
