@@ -221,6 +221,85 @@ impl KeyValues {
     }
 }
 
+/// The key ids in key-value order, kept up to date as keys arrive, so that firing a window
+/// orders its rows without sorting key values each time.
+///
+/// New ids are sorted among themselves and merged into the existing order (`O(K + k log k)` for
+/// `k` new keys), then every id's rank is refreshed.
+#[derive(Clone, Debug, Default)]
+pub struct KeyOrder {
+    sorted: Vec<u32>,
+    rank: Vec<u32>,
+}
+
+impl KeyOrder {
+    /// Brings the order up to date with `keys` (ids are only ever appended).
+    pub fn update(&mut self, keys: &KeyValues) {
+        let covered = self.rank.len();
+        let n = keys.len();
+        if n <= covered {
+            return;
+        }
+        let mut fresh: Vec<u32> = (covered as u32..n as u32).collect();
+        keys.sort_ids(&mut fresh);
+        if self.sorted.is_empty() {
+            self.sorted = fresh;
+        } else {
+            let old = std::mem::take(&mut self.sorted);
+            let mut merged = Vec::with_capacity(n);
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() && j < fresh.len() {
+                if keys.cmp_ids(fresh[j], old[i]) == Ordering::Less {
+                    merged.push(fresh[j]);
+                    j += 1;
+                } else {
+                    merged.push(old[i]);
+                    i += 1;
+                }
+            }
+            merged.extend_from_slice(&old[i..]);
+            merged.extend_from_slice(&fresh[j..]);
+            self.sorted = merged;
+        }
+        self.rank.resize(n, 0);
+        for (r, &id) in self.sorted.iter().enumerate() {
+            self.rank[id as usize] = r as u32;
+        }
+    }
+
+    /// Number of ids covered.
+    pub fn len(&self) -> usize {
+        self.rank.len()
+    }
+
+    /// True when no id is covered.
+    pub fn is_empty(&self) -> bool {
+        self.rank.is_empty()
+    }
+
+    /// The position of `id` in key-value order.
+    #[inline]
+    pub fn rank(&self, id: u32) -> u32 {
+        self.rank[id as usize]
+    }
+
+    /// All ids in key-value order.
+    pub fn sorted(&self) -> &[u32] {
+        &self.sorted
+    }
+
+    /// Orders `ids` by key value. When they are a large share of all keys, it walks the global
+    /// order with `present(id)` instead of sorting.
+    pub fn order_ids(&self, ids: &mut Vec<u32>, present: impl Fn(u32) -> bool) {
+        if ids.len() * 8 >= self.sorted.len() {
+            ids.clear();
+            ids.extend(self.sorted.iter().copied().filter(|&id| present(id)));
+        } else {
+            ids.sort_unstable_by_key(|&id| self.rank[id as usize]);
+        }
+    }
+}
+
 /// Dense `u32` ids for key values, assigned in first-seen order. A null key is a group of its own.
 #[derive(Clone, Debug)]
 pub struct KeyDict {
@@ -280,9 +359,7 @@ impl KeyDict {
                 return Ok(id);
             }
             if i >= self.direct.len() {
-                let new_len = (i + 1)
-                    .max(self.direct.len() * 2)
-                    .min(DIRECT_LIMIT as usize);
+                let new_len = (i + 1).max(self.direct.len() * 2).min(DIRECT_LIMIT as usize);
                 self.direct.resize(new_len, NONE);
             }
             let id = self.values.push_int(v)?;
@@ -298,11 +375,7 @@ impl KeyDict {
     }
 
     /// Encodes integer keys (`None` = null) into `out`.
-    pub fn encode_ints<I: IntoIterator<Item = Option<i64>>>(
-        &mut self,
-        keys: I,
-        out: &mut Vec<u32>,
-    ) -> Result<()> {
+    pub fn encode_ints<I: IntoIterator<Item = Option<i64>>>(&mut self, keys: I, out: &mut Vec<u32>) -> Result<()> {
         self.expect_kind(KeyKind::Int)?;
         for k in keys {
             out.push(match k {
@@ -470,17 +543,36 @@ mod tests {
     fn ints_encode_densely_and_sort_by_value() {
         let mut d = KeyDict::new(KeyKind::Int);
         let mut ids = vec![];
-        d.encode_ints(
-            [Some(5), Some(-3), None, Some(5), Some(1 << 40), Some(2)],
-            &mut ids,
-        )
-        .unwrap();
+        d.encode_ints([Some(5), Some(-3), None, Some(5), Some(1 << 40), Some(2)], &mut ids)
+            .unwrap();
         assert_eq!(ids, vec![0, 1, 2, 0, 3, 4]);
         assert!(d.is_null(2));
         let mut all = vec![0, 1, 2, 3, 4];
         d.sort_ids(&mut all);
         let vals: Vec<Option<i64>> = all.iter().map(|&i| d.int_value(i)).collect();
         assert_eq!(vals, vec![Some(-3), Some(2), Some(5), Some(1 << 40), None]);
+    }
+
+    #[test]
+    fn key_order_merges_new_keys() {
+        let mut d = KeyDict::new(KeyKind::Int);
+        let mut ids = vec![];
+        let mut order = KeyOrder::default();
+        d.encode_int_slice(&[50, 10, 30], &mut ids).unwrap();
+        order.update(d.values());
+        d.encode_ints([Some(20), None, Some(60), Some(5)], &mut ids).unwrap();
+        order.update(d.values());
+        let vals: Vec<Option<i64>> = order.sorted().iter().map(|&i| d.int_value(i)).collect();
+        assert_eq!(
+            vals,
+            vec![Some(5), Some(10), Some(20), Some(30), Some(50), Some(60), None]
+        );
+        let mut some = vec![0, 3];
+        order.order_ids(&mut some, |id| id == 0 || id == 3);
+        assert_eq!(
+            some.iter().map(|&i| d.int_value(i)).collect::<Vec<_>>(),
+            vec![Some(20), Some(50)]
+        );
     }
 
     #[test]

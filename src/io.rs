@@ -104,10 +104,7 @@ pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
                     .finish(df)
                     .map_err(werr)?;
             }
-            Format::Csv => CsvWriter::new(&mut w)
-                .include_header(true)
-                .finish(df)
-                .map_err(werr)?,
+            Format::Csv => CsvWriter::new(&mut w).include_header(true).finish(df).map_err(werr)?,
         }
         let file = w.into_inner().map_err(|e| Error::Io {
             action: "cannot write",
@@ -195,8 +192,7 @@ pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result
             return Err(Error::ColumnType {
                 column: cols.time.clone(),
                 found: other.to_string(),
-                expected: "integer milliseconds since the epoch, a datetime, or float milliseconds"
-                    .into(),
+                expected: "integer milliseconds since the epoch, a datetime, or float milliseconds".into(),
             });
         }
     }
@@ -237,8 +233,7 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
         reason,
     };
     let range = -MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS;
-    let out_of_range =
-        |v: i64| format!("{v} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms");
+    let out_of_range = |v: i64| format!("{v} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms");
     let ints: Column = match c.dtype() {
         DataType::Datetime(_, tz) => c
             .cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))
@@ -255,9 +250,7 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
                     Some(x) if !x.is_finite() || x.abs() > MAX_ABS_TIMESTAMP_MS as f64 => {
                         return Err(bad(
                             i,
-                            format!(
-                                "{x} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms"
-                            ),
+                            format!("{x} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms"),
                         ));
                     }
                     Some(x) => out.push(x.floor() as i64),
@@ -329,12 +322,7 @@ pub fn values_f64(c: &Column, out: &mut Vec<f64>) -> Result<()> {
 }
 
 /// Encodes the key column of `df` with `dict` into `out`.
-pub fn encode_keys(
-    df: &DataFrame,
-    key: Option<&str>,
-    dict: &mut KeyDict,
-    out: &mut Vec<u32>,
-) -> Result<()> {
+pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &mut Vec<u32>) -> Result<()> {
     match (key, dict.kind()) {
         (None, _) | (_, KeyKind::None) => dict.encode_none(df.height(), out),
         (Some(k), KeyKind::Int) => {
@@ -361,17 +349,8 @@ pub fn encode_keys(
 
 /// Converts a frame (or a slice of one) to an engine batch. `row_offset` is the frame's first
 /// row within the whole input, for error messages.
-pub fn frame_to_batch(
-    df: &DataFrame,
-    cols: &InputColumns,
-    dict: &mut KeyDict,
-    row_offset: u64,
-) -> Result<EventBatch> {
-    let ts = timestamps(
-        df.column(&cols.time).map_err(Error::from)?,
-        &cols.time,
-        row_offset,
-    )?;
+pub fn frame_to_batch(df: &DataFrame, cols: &InputColumns, dict: &mut KeyDict, row_offset: u64) -> Result<EventBatch> {
+    let ts = timestamps(df.column(&cols.time).map_err(Error::from)?, &cols.time, row_offset)?;
     let mut keys = Vec::with_capacity(ts.len());
     encode_keys(df, cols.key.as_deref(), dict, &mut keys)?;
     let mut values = Vec::with_capacity(cols.values.len());
@@ -384,12 +363,7 @@ pub fn frame_to_batch(
 }
 
 /// The key column of output rows, with the key's input type.
-pub fn key_column(
-    ids: &[u32],
-    keys: &KeyValues,
-    out: &KeyOutput,
-    name: &str,
-) -> Result<Option<Column>> {
+pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) -> Result<Option<Column>> {
     Ok(match out {
         KeyOutput::None => None,
         KeyOutput::Int(dt) => {
@@ -431,11 +405,8 @@ pub fn rows_to_frame(
             let vals: Vec<Option<f64>> = (0..rows.len()).map(|r| rows.value(r, c, kind)).collect();
             let all_valid = vals.iter().all(Option::is_some);
             let col = if all_valid {
-                Float64Chunked::from_vec(
-                    col_name.into(),
-                    vals.into_iter().map(|v| v.unwrap_or(0.0)).collect(),
-                )
-                .into_column()
+                Float64Chunked::from_vec(col_name.into(), vals.into_iter().map(|v| v.unwrap_or(0.0)).collect())
+                    .into_column()
             } else {
                 Column::new(col_name.into(), vals)
             };

@@ -42,6 +42,17 @@ impl WindowRows {
         }
     }
 
+    /// Makes room for `additional` more rows.
+    pub fn reserve(&mut self, additional: usize) {
+        self.key.reserve(additional);
+        self.start.reserve(additional);
+        self.end.reserve(additional);
+        self.revision.reserve(additional);
+        self.count.reserve(additional);
+        self.cols.reserve(additional * self.ncols);
+        self.lineage.reserve(additional);
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.key.len()
@@ -70,7 +81,9 @@ impl WindowRows {
         self.end.push(end);
         self.revision.push(revision);
         self.count.push(count);
-        self.cols.extend_from_slice(cols);
+        for c in cols {
+            self.cols.push(*c);
+        }
         self.lineage.push(lineage);
     }
 

@@ -11,10 +11,8 @@
 //! aggregation overlap. Results are taken with [`Pipeline::poll`] and [`Pipeline::finish`].
 
 use crate::agg::Aggregates;
-use crate::backend::{
-    self, AggBackend, BackendChoice, BackendKind, Partials, SlotBatch, StageTimes,
-};
-use crate::batch::{EventBatch, KeyDict, KeyKind, KeyValues, ingest_values};
+use crate::backend::{self, AggBackend, BackendChoice, BackendKind, Partials, SlotBatch, StageTimes};
+use crate::batch::{EventBatch, KeyDict, KeyKind, KeyOrder, KeyValues, ingest_values};
 use crate::error::{Error, Result};
 use crate::output::WindowRows;
 use crate::time::{Duration, MAX_ABS_TIMESTAMP_MS, MAX_DURATION_MS};
@@ -248,53 +246,40 @@ pub struct Metrics {
     pub store_s: f64,
 }
 
+/// One batch on its way from the first stage (assign + reduce) to the window store.
 struct Work {
-    slots: Vec<u32>,
-    values: Vec<Vec<f64>>,
     plan: Plan,
+    partials: Partials,
     keys_tail: KeyValues,
 }
 
 struct Done {
     rows: WindowRows,
-    times: StageTimes,
     store_s: f64,
     open_states: u64,
     recycled: Option<Work>,
 }
 
-/// The backend and window store: the second pipeline stage.
+/// The window store: the second pipeline stage (merge partials, fire, purge).
 struct Stage2 {
-    backend: Box<dyn AggBackend>,
     store: Store,
     keys: KeyValues,
-    partials: Partials,
+    order: KeyOrder,
     ncols: usize,
-    want_m2: bool,
+    last_rows: usize,
 }
 
 impl Stage2 {
     fn run(&mut self, work: &Work) -> Result<Done> {
-        self.keys.append_tail(&work.keys_tail);
-        let batch = SlotBatch {
-            slots: &work.slots,
-            values: &work.values,
-            num_slots: work.plan.num_slots(),
-            want_m2: self.want_m2,
-        };
-        if batch.num_slots > 0 {
-            self.backend
-                .reduce(&batch, self.ncols, &mut self.partials)?;
-        } else {
-            self.partials.reset(0, self.ncols);
-        }
         let t0 = Instant::now();
+        self.keys.append_tail(&work.keys_tail);
+        self.order.update(&self.keys);
         let mut rows = WindowRows::new(self.ncols);
-        self.store
-            .apply(&work.plan, &self.partials, &self.keys, &mut rows);
+        rows.reserve(self.last_rows + self.last_rows / 4);
+        self.store.apply(&work.plan, &work.partials, &self.order, &mut rows);
+        self.last_rows = rows.len();
         Ok(Done {
             rows,
-            times: self.backend.stage_times(),
             store_s: t0.elapsed().as_secs_f64(),
             open_states: self.store.open_states() as u64,
             recycled: None,
@@ -324,6 +309,7 @@ pub struct Output {
 /// An event-time window aggregation pipeline. See [`PipelineBuilder`] for an example.
 pub struct Pipeline {
     config: PipelineConfig,
+    backend: Box<dyn AggBackend>,
     dict: KeyDict,
     assigner: Assigner,
     keys_sent: usize,
@@ -338,6 +324,7 @@ pub struct Pipeline {
     finished: bool,
     spare: Vec<Work>,
     late_idx: Vec<u32>,
+    slots: Vec<u32>,
     batch_size: usize,
 }
 
@@ -355,28 +342,20 @@ impl Pipeline {
     }
 
     /// A pipeline that uses an already opened backend.
-    pub fn with_backend(
-        config: PipelineConfig,
-        backend: Box<dyn AggBackend>,
-        reason: String,
-    ) -> Result<Self> {
+    pub fn with_backend(config: PipelineConfig, backend: Box<dyn AggBackend>, reason: String) -> Result<Self> {
         config.validate()?;
         let ncols = config.value_columns.len();
         let lateness = config.allowed_lateness.as_millis();
         let assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
         let backend_kind = backend.kind();
         let backend_desc = backend.describe();
-        let batch_size = config
-            .batch_size
-            .min(backend.max_batch_events(ncols))
-            .max(1);
+        let batch_size = config.batch_size.min(backend.max_batch_events(ncols)).max(1);
         let stage2 = Stage2 {
-            backend,
-            store: Store::new(&config.window, lateness, ncols),
+            store: Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2()),
             keys: KeyValues::new(config.key_kind),
-            partials: Partials::default(),
+            order: KeyOrder::default(),
             ncols,
-            want_m2: config.aggregates.needs_m2(),
+            last_rows: 0,
         };
         let stage = if config.pipelined {
             let (tx, work_rx) = sync_channel::<Work>(2);
@@ -407,13 +386,10 @@ impl Pipeline {
             Stage::Inline(Box::new(stage2))
         };
         Ok(Pipeline {
+            backend,
             dict: KeyDict::new(config.key_kind),
             assigner,
-            keys_sent: if config.key_kind == KeyKind::None {
-                1
-            } else {
-                0
-            },
+            keys_sent: if config.key_kind == KeyKind::None { 1 } else { 0 },
             stage,
             rows: WindowRows::new(ncols),
             late: LateEvents::new(ncols),
@@ -428,6 +404,7 @@ impl Pipeline {
             finished: false,
             spare: vec![],
             late_idx: vec![],
+            slots: vec![],
             batch_size,
             config,
         })
@@ -470,9 +447,7 @@ impl Pipeline {
 
     fn check_open(&self) -> Result<()> {
         if let Some(e) = &self.failed {
-            return Err(Error::Closed(format!(
-                "an earlier error stopped the pipeline: {e}"
-            )));
+            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
         }
         if self.finished {
             return Err(Error::Closed("finish() was already called".into()));
@@ -497,12 +472,7 @@ impl Pipeline {
     }
 
     /// Pushes events whose keys are strings (`None` = null key).
-    pub fn push_str_keys(
-        &mut self,
-        ts: &[i64],
-        keys: &[Option<&str>],
-        values: &[&[f64]],
-    ) -> Result<()> {
+    pub fn push_str_keys(&mut self, ts: &[i64], keys: &[Option<&str>], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
         let mut batch = EventBatch::new(0);
@@ -513,8 +483,7 @@ impl Pipeline {
                 keys.len()
             )));
         }
-        self.dict
-            .encode_strs(keys.iter().copied(), &mut batch.keys)?;
+        self.dict.encode_strs(keys.iter().copied(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
     }
 
@@ -527,13 +496,7 @@ impl Pipeline {
         self.fill_and_push(ts, batch, values, t0)
     }
 
-    fn fill_and_push(
-        &mut self,
-        ts: &[i64],
-        mut batch: EventBatch,
-        values: &[&[f64]],
-        t0: Instant,
-    ) -> Result<()> {
+    fn fill_and_push(&mut self, ts: &[i64], mut batch: EventBatch, values: &[&[f64]], t0: Instant) -> Result<()> {
         if values.len() != self.config.value_columns.len() {
             return Err(Error::RaggedBatch(format!(
                 "{} value columns pushed, the pipeline has {} ({:?})",
@@ -568,11 +531,7 @@ impl Pipeline {
                 self.config.value_columns.len()
             )));
         }
-        if let Some(bad) = batch
-            .keys
-            .iter()
-            .position(|&k| k as usize >= self.dict.len())
-        {
+        if let Some(bad) = batch.keys.iter().position(|&k| k as usize >= self.dict.len()) {
             return Err(Error::config(format!(
                 "key id {} at row {bad} was not produced by this pipeline's key dictionary",
                 batch.keys[bad]
@@ -619,9 +578,8 @@ impl Pipeline {
         }
         let t0 = Instant::now();
         let mut work = self.spare.pop().unwrap_or_else(|| Work {
-            slots: vec![],
-            values: vec![],
             plan: Plan::for_spec(&self.config.window),
+            partials: Partials::default(),
             keys_tail: KeyValues::new(self.config.key_kind),
         });
         self.late_idx.clear();
@@ -629,7 +587,7 @@ impl Pipeline {
             &batch.ts,
             &batch.keys,
             self.dict.len(),
-            &mut work.slots,
+            &mut self.slots,
             &mut self.late_idx,
             &mut work.plan,
         );
@@ -649,10 +607,24 @@ impl Pipeline {
         self.metrics.on_time += (n - self.late_idx.len()) as u64;
         self.metrics.batches += 1;
         self.metrics.watermark = self.assigner.watermark();
-        work.values = batch.values;
         work.keys_tail = self.dict.values().tail(self.keys_sent);
         self.keys_sent = self.dict.len();
         self.metrics.assign_s += t0.elapsed().as_secs_f64();
+        let slot_batch = SlotBatch {
+            slots: &self.slots,
+            values: &batch.values,
+            num_slots: work.plan.num_slots(),
+            want_m2: self.config.aggregates.needs_m2(),
+        };
+        let ncols = self.config.value_columns.len();
+        let res = if slot_batch.num_slots > 0 {
+            self.backend.reduce(&slot_batch, ncols, &mut work.partials)
+        } else {
+            work.partials.reset(0, ncols);
+            Ok(())
+        };
+        self.record_failure(res)?;
+        self.metrics.backend = self.backend.stage_times();
         self.dispatch(work)
     }
 
@@ -707,9 +679,7 @@ impl Pipeline {
                             Ok(r) => r,
                             Err(_) => {
                                 *in_flight = 0;
-                                return Err(Error::Closed(
-                                    "the worker thread stopped unexpectedly".into(),
-                                ));
+                                return Err(Error::Closed("the worker thread stopped unexpectedly".into()));
                             }
                         }
                     } else {
@@ -741,7 +711,6 @@ impl Pipeline {
                 self.metrics.revisions += 1;
             }
         }
-        self.metrics.backend = done.times;
         self.metrics.store_s += done.store_s;
         self.metrics.open_states = done.open_states;
         if self.rows.is_empty() && self.rows.merged.is_empty() {
@@ -754,9 +723,7 @@ impl Pipeline {
     /// Takes the rows and late events produced so far (without waiting for batches in flight).
     pub fn poll(&mut self) -> Result<Output> {
         if let Some(e) = &self.failed {
-            return Err(Error::Closed(format!(
-                "an earlier error stopped the pipeline: {e}"
-            )));
+            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
         }
         self.drain(false)?;
         Ok(self.take_output())
@@ -783,10 +750,11 @@ impl Pipeline {
         self.check_open()?;
         let plan = self.assigner.finish();
         self.metrics.watermark = self.assigner.watermark();
+        let mut partials = Partials::default();
+        partials.reset(0, self.config.value_columns.len());
         let work = Work {
-            slots: vec![],
-            values: vec![vec![]; self.config.value_columns.len()],
             plan,
+            partials,
             keys_tail: self.dict.values().tail(self.keys_sent),
         };
         self.keys_sent = self.dict.len();

@@ -51,12 +51,7 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0ms");
         }
-        for (unit, scale) in [
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1000),
-        ] {
+        for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
             if ms % scale == 0 {
                 return write!(f, "{}{}", ms / scale, unit);
             }
@@ -103,9 +98,7 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
             return Err(bad(input, format!("expected a number at '{rest}'")));
         }
         let (num, tail) = rest.split_at(num_len);
-        let unit_len = tail
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(tail.len());
+        let unit_len = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let scale: i128 = match unit {
             "ms" => 1,
@@ -120,18 +113,12 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
                 ));
             }
             other => {
-                return Err(bad(
-                    input,
-                    format!("unknown unit '{other}'; use ms, s, m, h or d"),
-                ));
+                return Err(bad(input, format!("unknown unit '{other}'; use ms, s, m, h or d")));
             }
         };
         total += parse_scaled(input, num, scale)?;
         if total > MAX_DURATION_MS as i128 {
-            return Err(bad(
-                input,
-                format!("longer than the maximum of {MAX_DURATION_MS} ms"),
-            ));
+            return Err(bad(input, format!("longer than the maximum of {MAX_DURATION_MS} ms")));
         }
         rest = tail;
     }

@@ -30,10 +30,7 @@ fn write_csv(path: &Path, text: &str) {
 }
 
 fn names(df: &DataFrame) -> Vec<&str> {
-    df.get_column_names()
-        .into_iter()
-        .map(|c| c.as_str())
-        .collect()
+    df.get_column_names().into_iter().map(|c| c.as_str()).collect()
 }
 
 fn read(path: &Path) -> DataFrame {
@@ -42,15 +39,7 @@ fn read(path: &Path) -> DataFrame {
 
 fn generate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     let out = p(dir, name);
-    let mut args = vec![
-        "gen",
-        "--events",
-        "20000",
-        "--keys",
-        "50",
-        "--output",
-        s(&out),
-    ];
+    let mut args = vec!["gen", "--events", "20000", "--keys", "50", "--output", s(&out)];
     args.extend_from_slice(extra);
     let o = run(&args);
     assert!(o.status.success(), "gen failed: {}", stderr(&o));
@@ -116,13 +105,7 @@ fn gen_then_run_gives_the_documented_columns_in_order() {
         .unwrap()
         .into_no_null_iter()
         .collect();
-    let ks: Vec<u32> = res
-        .column("key")
-        .unwrap()
-        .u32()
-        .unwrap()
-        .into_no_null_iter()
-        .collect();
+    let ks: Vec<u32> = res.column("key").unwrap().u32().unwrap().into_no_null_iter().collect();
     for i in 1..ws.len() {
         assert!((ws[i - 1], ks[i - 1]) < (ws[i], ks[i]), "row order at {i}");
     }
@@ -130,11 +113,7 @@ fn gen_then_run_gives_the_documented_columns_in_order() {
     let late_df = read(&late);
     assert_eq!(names(&late_df), vec!["ts", "key", "value"]);
     assert!(late_df.height() > 0);
-    assert_eq!(
-        counted as usize + late_df.height(),
-        20_000,
-        "on-time + late = input"
-    );
+    assert_eq!(counted as usize + late_df.height(), 20_000, "on-time + late = input");
 }
 
 #[test]
@@ -167,14 +146,7 @@ fn string_keys_stay_strings_null_key_is_a_group_and_no_key_has_no_column() {
     let res = read(&out);
     assert_eq!(
         names(&res),
-        vec![
-            "key",
-            "window_start",
-            "window_end",
-            "revision",
-            "count",
-            "sum_v"
-        ]
+        vec!["key", "window_start", "window_end", "revision", "count", "sum_v"]
     );
     assert_eq!(res.column("key").unwrap().dtype(), &DataType::String);
     let keys: Vec<Option<&str>> = res.column("key").unwrap().str().unwrap().iter().collect();
@@ -222,11 +194,7 @@ fn expect_failure(args: &[&str], needle: &str, outputs: &[&Path]) {
         "message for {args:?} should mention '{needle}': {err}"
     );
     for out in outputs {
-        assert!(
-            !out.exists(),
-            "{} must not exist after a failure",
-            out.display()
-        );
+        assert!(!out.exists(), "{} must not exist after a failure", out.display());
         let dir = out.parent().unwrap();
         for e in std::fs::read_dir(dir).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -293,11 +261,7 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
     call(base(&strts, "tumble:1s"), &[], "column 'ts' has type");
     let farts = p(d, "farts.csv");
     write_csv(&farts, "ts,key,value\n1000,1,1\n9223372036854775807,2,2\n");
-    call(
-        base(&farts, "tumble:1s"),
-        &[],
-        "outside the supported range",
-    );
+    call(base(&farts, "tumble:1s"), &[], "outside the supported range");
     // invalid window specs and durations
     call(base(&good, "tumble:0s"), &[], "invalid window spec");
     call(base(&good, "hop:1s:5s"), &[], "larger than size");
@@ -307,11 +271,7 @@ fn bad_inputs_fail_clearly_and_leave_no_output() {
         &["--watermark-delay", "5 parsecs"],
         "invalid duration",
     );
-    call(
-        base(&good, "tumble:1s"),
-        &["--allowed-lateness", "10"],
-        "has no unit",
-    );
+    call(base(&good, "tumble:1s"), &["--allowed-lateness", "10"], "has no unit");
     call(
         base(&good, "tumble:1s"),
         &["--aggs", "count,median"],
@@ -397,10 +357,7 @@ fn bench_reports_json() {
 
 #[test]
 fn gpu_and_cpu_give_the_same_rows() {
-    if fenestra::backend::gpu::GpuBackend::new(
-        fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware,
-    )
-    .is_err()
+    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_err()
     {
         assert!(
             std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
@@ -450,9 +407,7 @@ fn gpu_and_cpu_give_the_same_rows() {
             "max_value",
         ] {
             assert!(
-                c.column(name)
-                    .unwrap()
-                    .equals_missing(g.column(name).unwrap()),
+                c.column(name).unwrap().equals_missing(g.column(name).unwrap()),
                 "{window}: column {name} differs"
             );
         }

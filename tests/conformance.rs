@@ -9,22 +9,15 @@ use fenestra::backend::BackendChoice;
 
 /// Backends under test. The GPU is included when an adapter exists; otherwise the suite says so.
 fn backends() -> Vec<(BackendChoice, f64, f64)> {
-    let mut v = vec![
-        (BackendChoice::Reference, 1e-9, 1e-9),
-        (BackendChoice::Cpu, 1e-9, 1e-9),
-    ];
-    match fenestra::backend::gpu::GpuBackend::new(
-        fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware,
-    ) {
+    let mut v = vec![(BackendChoice::Reference, 1e-9, 1e-9), (BackendChoice::Cpu, 1e-9, 1e-9)];
+    match fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware) {
         Ok(_) => v.push((BackendChoice::Gpu, 1e-5, 1e-4)),
         Err(e) => {
             assert!(
                 std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
                 "FENESTRA_REQUIRE_GPU=1 but no adapter: {e}"
             );
-            eprintln!(
-                "skipped: no adapter ({e}); the GPU part of this conformance case did not run"
-            );
+            eprintln!("skipped: no adapter ({e}); the GPU part of this conformance case did not run");
         }
     }
     v
@@ -53,11 +46,7 @@ fn check(name: &str, data: &Data, run: &Run) {
                 res.rows.iter().all(|r| r.revision == 0),
                 "{name} on {b}: revisions without allowed lateness"
             );
-            assert_eq!(
-                res.rows.len(),
-                expected.len(),
-                "{name} on {b}: a window fired twice"
-            );
+            assert_eq!(res.rows.len(), expected.len(), "{name} on {b}: a window fired twice");
         }
     }
 }
@@ -88,10 +77,7 @@ fn tumbling_with_allowed_lateness_refires() {
     let run = Run::new("tumble:500ms", 100, 1500);
     check("tumble lateness", &data, &run);
     let res = run_backend(&data, &run, BackendChoice::Cpu);
-    assert!(
-        res.rows.iter().any(|r| r.revision > 0),
-        "expected re-fired windows"
-    );
+    assert!(res.rows.iter().any(|r| r.revision > 0), "expected re-fired windows");
 }
 
 #[test]
@@ -105,17 +91,9 @@ fn hopping_windows() {
         ..Default::default()
     });
     check("hop 2s/500ms", &data, &Run::new("hop:2s:500ms", 300, 0));
-    check(
-        "hop 3s/2s (gcd panes)",
-        &data,
-        &Run::new("hop:3s:2s", 300, 0),
-    );
+    check("hop 3s/2s (gcd panes)", &data, &Run::new("hop:3s:2s", 300, 0));
     check("hop with lateness", &data, &Run::new("hop:2s:1s", 200, 700));
-    check(
-        "hop with offset",
-        &data,
-        &Run::new("hop:2s:1s:offset=300ms", 300, 0),
-    );
+    check("hop with offset", &data, &Run::new("hop:2s:1s:offset=300ms", 300, 0));
 }
 
 #[test]
@@ -129,16 +107,8 @@ fn session_windows() {
         ..Default::default()
     });
     check("session", &data, &Run::new("session:100ms", 200, 0));
-    check(
-        "session short delay",
-        &data,
-        &Run::new("session:300ms", 50, 0),
-    );
-    check(
-        "session with lateness",
-        &data,
-        &Run::new("session:150ms", 100, 400),
-    );
+    check("session short delay", &data, &Run::new("session:300ms", 50, 0));
+    check("session with lateness", &data, &Run::new("session:150ms", 100, 400));
 }
 
 #[test]
@@ -168,13 +138,7 @@ fn string_keys_and_no_key() {
     let (exp, late) = model(&data, run.model_spec());
     for (b, rel, rs) in backends() {
         let res = run_backend(&data, &run, b);
-        compare(
-            &sorted(final_view(&res, false)),
-            &sorted(exp.clone()),
-            rel,
-            rs,
-        )
-        .unwrap();
+        compare(&sorted(final_view(&res, false)), &sorted(exp.clone()), rel, rs).unwrap();
         let mut l = res.late.clone();
         l.sort();
         assert_eq!(l, late);
@@ -202,11 +166,7 @@ fn negative_timestamps_and_offsets() {
         &data,
         &Run::new("tumble:1s:offset=-300ms", 300, 0),
     );
-    check(
-        "negative hop",
-        &data,
-        &Run::new("hop:1500ms:500ms", 300, 200),
-    );
+    check("negative hop", &data, &Run::new("hop:1500ms:500ms", 300, 200));
     check("negative session", &data, &Run::new("session:30ms", 300, 0));
 }
 
@@ -273,9 +233,5 @@ fn heavy_disorder() {
     });
     check("disorder tumble", &data, &Run::new("tumble:1s", 1000, 0));
     check("disorder hop", &data, &Run::new("hop:4s:1s", 1000, 500));
-    check(
-        "disorder session",
-        &data,
-        &Run::new("session:10ms", 1000, 0),
-    );
+    check("disorder session", &data, &Run::new("session:10ms", 1000, 0));
 }

@@ -16,12 +16,7 @@ struct Case {
     run: fn(&mut GpuBackend) -> Result<(), String>,
 }
 
-fn reduce(
-    b: &mut dyn AggBackend,
-    slots: &[u32],
-    values: &[Vec<f64>],
-    num_slots: usize,
-) -> Result<Partials, String> {
+fn reduce(b: &mut dyn AggBackend, slots: &[u32], values: &[Vec<f64>], num_slots: usize) -> Result<Partials, String> {
     let mut out = Partials::default();
     let batch = SlotBatch {
         slots,
@@ -29,17 +24,11 @@ fn reduce(
         num_slots,
         want_m2: true,
     };
-    b.reduce(&batch, values.len(), &mut out)
-        .map_err(|e| e.to_string())?;
+    b.reduce(&batch, values.len(), &mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-fn parity(
-    gpu: &mut GpuBackend,
-    slots: &[u32],
-    values: &[Vec<f64>],
-    num_slots: usize,
-) -> Result<(), String> {
+fn parity(gpu: &mut GpuBackend, slots: &[u32], values: &[Vec<f64>], num_slots: usize) -> Result<(), String> {
     let g = reduce(gpu, slots, values, num_slots)?;
     let c = reduce(&mut CpuBackend::new(1), slots, values, num_slots)?;
     check_parity(&g, &c, Tolerance::GPU)
@@ -63,9 +52,7 @@ fn renumber(raw: &[u32]) -> (Vec<u32>, usize) {
 }
 
 fn values(rng: &mut Rng, n: usize, base: f64, spread: f64) -> Vec<f64> {
-    (0..n)
-        .map(|_| base + (rng.next_f64() - 0.5) * spread)
-        .collect()
+    (0..n).map(|_| base + (rng.next_f64() - 0.5) * spread).collect()
 }
 
 fn uniform(g: &mut GpuBackend) -> Result<(), String> {
@@ -97,13 +84,7 @@ fn many_keys_and_scan_levels(g: &mut GpuBackend) -> Result<(), String> {
     let mut rng = Rng::new(3);
     let n = 1_300_000;
     let raw: Vec<u32> = (0..n)
-        .map(|i| {
-            if i % 13 == 0 {
-                rng.below(50) as u32
-            } else {
-                i as u32
-            }
-        })
+        .map(|i| if i % 13 == 0 { rng.below(50) as u32 } else { i as u32 })
         .collect();
     let (slots, s) = renumber(&raw);
     if s <= 1 << 20 {
@@ -123,10 +104,7 @@ fn one_hot_window(g: &mut GpuBackend) -> Result<(), String> {
     let mean = sum / n as f64;
     let m2: f64 = v[0].iter().map(|x| (x - mean) * (x - mean)).sum();
     let p = &got.cols[0];
-    if got.count[0] != n as u64
-        || ((p.sum - sum) / sum).abs() > 1e-9
-        || ((p.m2 - m2) / m2).abs() > 1e-5
-    {
+    if got.count[0] != n as u64 || ((p.sum - sum) / sum).abs() > 1e-9 || ((p.m2 - m2) / m2).abs() > 1e-5 {
         return Err(format!(
             "count {} sum {} vs {sum}, m2 {} vs {m2}",
             got.count[0], p.sum, p.m2
@@ -147,13 +125,7 @@ fn nulls_nan_infinities_and_late(g: &mut GpuBackend) -> Result<(), String> {
     let mut rng = Rng::new(6);
     let n = 50_000;
     let raw: Vec<u32> = (0..n)
-        .map(|i| {
-            if i % 9 == 0 {
-                SKIP_SLOT
-            } else {
-                rng.below(500) as u32
-            }
-        })
+        .map(|i| if i % 9 == 0 { SKIP_SLOT } else { rng.below(500) as u32 })
         .collect();
     let (slots, s) = renumber(&raw);
     let mut a = values(&mut rng, n, 10.0, 50.0);
@@ -209,9 +181,7 @@ fn negative_control(g: &mut GpuBackend) -> Result<(), String> {
     g.corrupt_next_result(0.5);
     match parity(g, &slots, &v, s) {
         Err(e) if e.contains("sum") => Ok(()),
-        Err(e) => Err(format!(
-            "the corrupted partial failed for another reason: {e}"
-        )),
+        Err(e) => Err(format!("the corrupted partial failed for another reason: {e}")),
         Ok(()) => Err("a corrupted GPU partial passed the parity check".into()),
     }
 }
@@ -255,10 +225,7 @@ fn main() {
             run: negative_control,
         },
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let selected: Vec<&Case> = cases
         .iter()
         .filter(|c| filter.is_empty() || filter.iter().any(|f| c.name.contains(f.as_str())))
@@ -287,11 +254,7 @@ fn main() {
         match (c.run)(&mut gpu) {
             Ok(()) => {
                 passed += 1;
-                println!(
-                    "test {} ... ok ({:.2} s)",
-                    c.name,
-                    t.elapsed().as_secs_f64()
-                );
+                println!("test {} ... ok ({:.2} s)", c.name, t.elapsed().as_secs_f64());
             }
             Err(e) => {
                 failed += 1;

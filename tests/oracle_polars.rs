@@ -24,11 +24,7 @@ fn polars_expected(
     let mut wm_all = Vec::with_capacity(data.len());
     let mut max = i64::MIN;
     for &t in &data.ts {
-        wm_all.push(if max == i64::MIN {
-            i64::MIN
-        } else {
-            max - delay - 1
-        });
+        wm_all.push(if max == i64::MIN { i64::MIN } else { max - delay - 1 });
         max = max.max(t);
     }
     let ts: Vec<i64> = on_time.iter().map(|&i| data.ts[i]).collect();

@@ -37,10 +37,8 @@ fn a_broken_kernel_names_its_file_and_line() {
         Some(e) => e.emit_to_string_with_path(&src, "scan.wgsl"),
         None => {
             let m = wgpu::naga::front::wgsl::parse_str(&src).unwrap();
-            let mut v = wgpu::naga::valid::Validator::new(
-                wgpu::naga::valid::ValidationFlags::all(),
-                Default::default(),
-            );
+            let mut v =
+                wgpu::naga::valid::Validator::new(wgpu::naga::valid::ValidationFlags::all(), Default::default());
             v.validate(&m)
                 .err()
                 .map(|e| e.emit_to_string_with_path(&src, "scan.wgsl"))

@@ -3,9 +3,7 @@
 
 pub mod state;
 
-pub use state::{
-    ColPartial, NULL_VALUE_BITS, from_order_key, is_null_value, null_value, order_key,
-};
+pub use state::{ColPartial, NULL_VALUE_BITS, from_order_key, is_null_value, null_value, order_key};
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -122,13 +120,7 @@ impl Aggregates {
 
     /// `count,sum,min,max,mean,std`, the CLI default.
     pub fn default_set() -> Self {
-        Aggregates::new([
-            AggKind::Sum,
-            AggKind::Min,
-            AggKind::Max,
-            AggKind::Mean,
-            AggKind::Std,
-        ])
+        Aggregates::new([AggKind::Sum, AggKind::Min, AggKind::Max, AggKind::Mean, AggKind::Std])
     }
 
     /// Every aggregate.
@@ -153,10 +145,7 @@ impl Aggregates {
 
     /// Output column names for one value column, e.g. `sum_value`.
     pub fn column_names(&self, column: &str) -> Vec<String> {
-        self.kinds
-            .iter()
-            .map(|k| format!("{}_{}", k.name(), column))
-            .collect()
+        self.kinds.iter().map(|k| format!("{}_{}", k.name(), column)).collect()
     }
 }
 
@@ -183,9 +172,7 @@ impl FromStr for Aggregates {
         for part in s.split(',') {
             let p = part.trim();
             if p.is_empty() {
-                return Err(Error::InvalidAggregate {
-                    name: s.to_string(),
-                });
+                return Err(Error::InvalidAggregate { name: s.to_string() });
             }
             if p.eq_ignore_ascii_case("count") {
                 continue;

@@ -113,6 +113,12 @@ impl ColPartial {
     /// Merges `other` into `self` (Chan et al.); associative and commutative up to rounding.
     #[inline]
     pub fn combine(&mut self, other: &ColPartial) {
+        self.combine_with::<true>(other)
+    }
+
+    /// [`Self::combine`], keeping the second moment only when `M2` (it costs two divisions).
+    #[inline(always)]
+    pub fn combine_with<const M2: bool>(&mut self, other: &ColPartial) {
         if other.n == 0 {
             return;
         }
@@ -120,10 +126,12 @@ impl ColPartial {
             *self = *other;
             return;
         }
-        let (na, nb) = (self.n as f64, other.n as f64);
-        let n = na + nb;
-        let delta = other.sum / nb - self.sum / na;
-        self.m2 += other.m2 + delta * delta * (na * nb / n);
+        if M2 {
+            let (na, nb) = (self.n as f64, other.n as f64);
+            let n = na + nb;
+            let delta = other.sum / nb - self.sum / na;
+            self.m2 += other.m2 + delta * delta * (na * nb / n);
+        }
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -133,11 +141,7 @@ impl ColPartial {
     /// The partial of a slice of values, computed directly (two-pass mean/M2); used by the
     /// reference backend as an independent numerical path.
     pub fn from_values(values: &[f64]) -> ColPartial {
-        let vals: Vec<f64> = values
-            .iter()
-            .copied()
-            .filter(|v| !is_null_value(*v))
-            .collect();
+        let vals: Vec<f64> = values.iter().copied().filter(|v| !is_null_value(*v)).collect();
         if vals.is_empty() {
             return ColPartial::IDENTITY;
         }
@@ -185,9 +189,7 @@ mod tests {
 
     #[test]
     fn push_and_combine_agree_with_direct() {
-        let vals: Vec<f64> = (0..1000)
-            .map(|i| ((i * 7919) % 1013) as f64 * 0.37 - 100.0)
-            .collect();
+        let vals: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1013) as f64 * 0.37 - 100.0).collect();
         let direct = ColPartial::from_values(&vals);
         let mut a = ColPartial::IDENTITY;
         let mut b = ColPartial::IDENTITY;

@@ -294,16 +294,10 @@ pub fn check_parity(actual: &Partials, expected: &Partials, tol: Tolerance) -> R
     };
     for s in 0..actual.count.len() {
         if actual.count[s] != expected.count[s] {
-            return Err(format!(
-                "slot {s}: count {} vs {}",
-                actual.count[s], expected.count[s]
-            ));
+            return Err(format!("slot {s}: count {} vs {}", actual.count[s], expected.count[s]));
         }
         for c in 0..actual.ncols {
-            let (a, e) = (
-                &actual.cols[s * actual.ncols + c],
-                &expected.cols[s * actual.ncols + c],
-            );
+            let (a, e) = (&actual.cols[s * actual.ncols + c], &expected.cols[s * actual.ncols + c]);
             if (a.n, a.min, a.max) != (e.n, e.min, e.max) {
                 return Err(format!(
                     "slot {s} column {c}: (n, min, max) {:?} vs {:?}",
@@ -325,12 +319,7 @@ pub fn check_parity(actual: &Partials, expected: &Partials, tol: Tolerance) -> R
                 // a variance that is tiny next to the mean's magnitude is judged on that scale
                 let scale = ve.abs().max(mag * mag * 1e-12);
                 if !close(va, ve, scale, tol.rel)
-                    || !close(
-                        va.max(0.0).sqrt(),
-                        ve.max(0.0).sqrt(),
-                        scale.sqrt(),
-                        tol.rel_std,
-                    )
+                    || !close(va.max(0.0).sqrt(), ve.max(0.0).sqrt(), scale.sqrt(), tol.rel_std)
                 {
                     return Err(format!("slot {s} column {c}: variance {va} vs {ve}"));
                 }

@@ -172,11 +172,9 @@ fn progress(len: u64, msg: &str, hidden: bool) -> ProgressBar {
     }
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(msg.to_string());
     pb
@@ -286,13 +284,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     append_late(&mut late, out.late);
     pb.finish_and_clear();
 
-    let mut frame = io::rows_to_frame(
-        &rows,
-        pipeline.keys().values(),
-        &key_out,
-        &value_cols,
-        &aggs,
-    )?;
+    let mut frame = io::rows_to_frame(&rows, pipeline.keys().values(), &key_out, &value_cols, &aggs)?;
     io::write_frame(&mut frame, &a.output)?;
     if let Some(path) = &a.late_output {
         let mut lf = io::late_frame(&df, &late)?;
@@ -426,19 +418,11 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         );
         println!("  backend        {}", pipeline.backend_description());
         println!("  generated in   {gen_s:.2} s (not timed)");
-        println!(
-            "  processed in   {secs:.3} s  =>  {:.2} M events/s",
-            eps / 1e6
-        );
+        println!("  processed in   {secs:.3} s  =>  {:.2} M events/s", eps / 1e6);
         println!("  windows        {windows} emitted, {} late events", m.late);
         println!(
             "  stages (s)     ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}",
-            m.ingest_s,
-            m.assign_s,
-            m.backend.upload_s,
-            m.backend.kernel_s,
-            m.backend.readback_s,
-            m.store_s
+            m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s
         );
     }
     Ok(())

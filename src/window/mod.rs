@@ -20,7 +20,7 @@ pub use spec::{PaneLayout, WindowSpec};
 pub use watermark::Watermark;
 
 use crate::backend::Partials;
-use crate::batch::KeyValues;
+use crate::batch::KeyOrder;
 use crate::output::WindowRows;
 use panes::{PaneAssigner, PanePlan, PaneStore};
 use session::{SessionAssigner, SessionPlan, SessionStore};
@@ -148,22 +148,17 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store for `spec` with allowed lateness in ms and `ncols` value columns.
-    pub fn new(spec: &WindowSpec, lateness: i64, ncols: usize) -> Self {
+    /// The store for `spec` with allowed lateness in ms and `ncols` value columns; `want_m2`
+    /// says whether variances are requested.
+    pub fn new(spec: &WindowSpec, lateness: i64, ncols: usize, want_m2: bool) -> Self {
         match spec.panes() {
-            Some(layout) => Store::Panes(PaneStore::new(layout, lateness, ncols)),
+            Some(layout) => Store::Panes(PaneStore::new(layout, lateness, ncols, want_m2)),
             None => Store::Sessions(SessionStore::new(ncols)),
         }
     }
 
     /// Applies one batch's plan and partials; emitted rows are appended to `out`.
-    pub fn apply(
-        &mut self,
-        plan: &Plan,
-        partials: &Partials,
-        keys: &KeyValues,
-        out: &mut WindowRows,
-    ) {
+    pub fn apply(&mut self, plan: &Plan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         match (self, plan) {
             (Store::Panes(s), Plan::Panes(p)) => s.apply(p, partials, keys, out),
             (Store::Sessions(s), Plan::Sessions(p)) => s.apply(p, partials, keys, out),

@@ -17,7 +17,7 @@ use super::spec::PaneLayout;
 use super::watermark::Watermark;
 use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT};
-use crate::batch::KeyValues;
+use crate::batch::KeyOrder;
 use crate::output::WindowRows;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,6 +85,8 @@ pub struct PaneAssigner {
     tables: Vec<SlotTable>,
     pool: Vec<SlotTable>,
     next_stamp: u32,
+    /// The smallest cleanup time among `tables`.
+    next_release: i64,
 }
 
 impl PaneAssigner {
@@ -99,6 +101,7 @@ impl PaneAssigner {
             tables: vec![],
             pool: vec![],
             next_stamp: 1,
+            next_release: i64::MAX,
         }
     }
 
@@ -121,6 +124,21 @@ impl PaneAssigner {
 
     fn release_tables(&mut self) {
         self.pool.append(&mut self.tables);
+        self.next_release = i64::MAX;
+    }
+
+    fn release_done(&mut self, w: i64) {
+        let mut i = 0;
+        self.next_release = i64::MAX;
+        while i < self.tables.len() {
+            if self.tables[i].cleanup <= w {
+                let t = self.tables.swap_remove(i);
+                self.pool.push(t);
+            } else {
+                self.next_release = self.next_release.min(self.tables[i].cleanup);
+                i += 1;
+            }
+        }
     }
 
     fn fresh_stamp(&mut self) -> u32 {
@@ -151,6 +169,7 @@ impl PaneAssigner {
         let mut t = self.pool.pop().unwrap_or_default();
         t.pane = p;
         t.cleanup = cleanup;
+        self.next_release = self.next_release.min(cleanup);
         t.stamp = stamp;
         if t.entries.len() < num_keys {
             t.entries.resize(num_keys, 0);
@@ -185,6 +204,12 @@ impl PaneAssigner {
                 self.release_tables();
                 last = usize::MAX;
                 self.next_boundary = self.boundary_after(w);
+            }
+            if w >= self.next_release {
+                // Tables of panes past cleanup go back to the pool (LIFO, so the next pane
+                // reuses a table that is still in cache).
+                self.release_done(w);
+                last = usize::MAX;
             }
             max = max.max(t);
             let p = self.layout.pane_of(t);
@@ -242,25 +267,6 @@ struct Pane {
 }
 
 impl Pane {
-    #[inline]
-    fn row(&mut self, key: u32, ncols: usize) -> usize {
-        let k = key as usize;
-        if k >= self.index.len() {
-            self.index.resize(k + 1, NONE);
-        }
-        let r = self.index[k];
-        if r != NONE {
-            return r as usize;
-        }
-        let r = self.keys.len();
-        self.index[k] = r as u32;
-        self.keys.push(key);
-        self.count.push(0);
-        self.cols
-            .extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
-        r
-    }
-
     fn get(&self, key: u32) -> Option<usize> {
         self.index
             .get(key as usize)
@@ -288,15 +294,25 @@ struct Accumulator {
     cols: Vec<ColPartial>,
 }
 
+#[inline(always)]
+fn combine_row<const M2: bool>(dst: &mut [ColPartial], src: &[ColPartial]) {
+    for (a, b) in dst.iter_mut().zip(src) {
+        a.combine_with::<M2>(b);
+    }
+}
+
 /// The window state of tumbling and sliding windows: per-pane partials, fired-window revisions.
 #[derive(Clone, Debug)]
 pub struct PaneStore {
     layout: PaneLayout,
     lateness: i64,
     ncols: usize,
+    want_m2: bool,
     wm: i64,
-    panes: BTreeMap<i64, Pane>,
-    pool: Vec<Pane>,
+    /// Pane index -> position in `slab`.
+    index: BTreeMap<i64, usize>,
+    slab: Vec<Pane>,
+    free: Vec<usize>,
     /// Windows that fired and are still kept (`allowed lateness > 0`): `(start, key) -> revision`.
     fired: BTreeMap<(i64, u32), u32>,
     /// Fired, kept windows updated since their last firing.
@@ -306,15 +322,17 @@ pub struct PaneStore {
 }
 
 impl PaneStore {
-    /// An empty store.
-    pub fn new(layout: PaneLayout, lateness: i64, ncols: usize) -> Self {
+    /// An empty store; `want_m2` says whether variances are requested.
+    pub fn new(layout: PaneLayout, lateness: i64, ncols: usize, want_m2: bool) -> Self {
         PaneStore {
             layout,
             lateness,
             ncols,
+            want_m2,
             wm: i64::MIN,
-            panes: BTreeMap::new(),
-            pool: vec![],
+            index: BTreeMap::new(),
+            slab: vec![],
+            free: vec![],
             fired: BTreeMap::new(),
             dirty: BTreeSet::new(),
             acc: Accumulator::default(),
@@ -324,22 +342,16 @@ impl PaneStore {
 
     /// Panes currently held (for metrics and the bounded-memory tests).
     pub fn open_panes(&self) -> usize {
-        self.panes.len()
+        self.index.len()
     }
 
     /// `(key, pane)` states currently held.
     pub fn open_states(&self) -> usize {
-        self.panes.values().map(|p| p.keys.len()).sum()
+        self.index.values().map(|&i| self.slab[i].keys.len()).sum()
     }
 
     /// Applies one batch's partials and fires what the watermark allows.
-    pub fn apply(
-        &mut self,
-        plan: &PanePlan,
-        partials: &Partials,
-        keys: &KeyValues,
-        out: &mut WindowRows,
-    ) {
+    pub fn apply(&mut self, plan: &PanePlan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         let mut s = 0usize;
         for ep in &plan.epochs {
             self.merge(plan, partials, s..ep.slot_end as usize);
@@ -352,34 +364,65 @@ impl PaneStore {
         self.emit_revisions(dirty.into_iter(), keys, out);
     }
 
+    fn pane_slot(&mut self, p: i64) -> usize {
+        if let Some(&i) = self.index.get(&p) {
+            return i;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slab.push(Pane::default());
+                self.slab.len() - 1
+            }
+        };
+        self.index.insert(p, i);
+        i
+    }
+
     fn merge(&mut self, plan: &PanePlan, partials: &Partials, range: std::ops::Range<usize>) {
+        if self.want_m2 {
+            self.merge_impl::<true>(plan, partials, range)
+        } else {
+            self.merge_impl::<false>(plan, partials, range)
+        }
+    }
+
+    fn merge_impl<const M2: bool>(&mut self, plan: &PanePlan, partials: &Partials, range: std::ops::Range<usize>) {
         let ncols = self.ncols;
-        let mut cur_pane = i64::MIN;
-        let mut pane: Option<&mut Pane> = None;
-        let track_dirty = self.lateness > 0;
+        // Slots alternate between a few panes; remember the last ones.
+        let mut cache: [(i64, usize); 4] = [(i64::MIN, 0); 4];
+        let mut next = 0;
         for s in range {
             let p = plan.slot_pane[s];
-            if p != cur_pane || pane.is_none() {
-                cur_pane = p;
-                if !self.panes.contains_key(&p) {
-                    let fresh = self.pool.pop().unwrap_or_default();
-                    self.panes.insert(p, fresh);
+            let pi = match cache.iter().find(|c| c.0 == p) {
+                Some(c) => c.1,
+                None => {
+                    let i = self.pane_slot(p);
+                    cache[next] = (p, i);
+                    next = (next + 1) % cache.len();
+                    i
                 }
-                pane = self.panes.get_mut(&p);
-            }
-            let Some(pn) = pane.as_deref_mut() else {
-                continue;
             };
             let key = plan.slot_key[s];
-            let r = pn.row(key, ncols);
-            pn.count[r] += partials.count[s];
-            for (a, b) in pn.cols[r * ncols..(r + 1) * ncols]
-                .iter_mut()
-                .zip(partials.slot(s))
-            {
-                a.combine(b);
+            let pn = &mut self.slab[pi];
+            let k = key as usize;
+            if k >= pn.index.len() {
+                pn.index.resize((k + 1).max(pn.index.len() * 2), NONE);
             }
-            if track_dirty {
+            let r = pn.index[k];
+            if r == NONE {
+                pn.index[k] = pn.keys.len() as u32;
+                pn.keys.push(key);
+                pn.count.push(partials.count[s]);
+                for c in partials.slot(s) {
+                    pn.cols.push(*c);
+                }
+            } else {
+                let r = r as usize;
+                pn.count[r] += partials.count[s];
+                combine_row::<M2>(&mut pn.cols[r * ncols..(r + 1) * ncols], partials.slot(s));
+            }
+            if self.lateness > 0 {
                 let start = self.layout.pane_start(p);
                 for ws in self.layout.windows_of(start) {
                     let end = ws + self.layout.size;
@@ -394,7 +437,7 @@ impl PaneStore {
     /// Advances the store's watermark to `w`: fires windows with `end - 1 <= w` (first firing),
     /// emits the last revision of updated windows about to be purged, and purges state that can
     /// no longer change.
-    pub fn advance_to(&mut self, w: i64, keys: &KeyValues, out: &mut WindowRows) {
+    pub fn advance_to(&mut self, w: i64, keys: &KeyOrder, out: &mut WindowRows) {
         if w <= self.wm {
             return;
         }
@@ -407,9 +450,9 @@ impl PaneStore {
         };
         loop {
             let first = if e == i64::MIN {
-                self.panes.keys().next().copied()
+                self.index.keys().next().copied()
             } else {
-                self.panes
+                self.index
                     .range(self.layout.pane_of(e - size)..)
                     .next()
                     .map(|(p, _)| *p)
@@ -454,65 +497,65 @@ impl PaneStore {
                 self.fired = rest;
             }
         }
-        while let Some((&p, _)) = self.panes.first_key_value() {
+        while let Some((&p, &i)) = self.index.first_key_value() {
             if cleanup_time(self.layout.last_window_end(p), self.lateness) > w {
                 break;
             }
-            if let Some(mut pane) = self.panes.remove(&p) {
-                pane.reset();
-                self.pool.push(pane);
-            }
+            self.index.remove(&p);
+            self.slab[i].reset();
+            self.free.push(i);
         }
     }
 
-    /// Merges the panes of window `[start, start + size)` for every key and emits one row each.
-    fn fire_window(&mut self, start: i64, keys: &KeyValues, out: &mut WindowRows) {
+    /// Merges the panes of window `[start, start + size)` for every key and emits one row each,
+    /// in key order.
+    fn fire_window(&mut self, start: i64, keys: &KeyOrder, out: &mut WindowRows) {
         let ncols = self.ncols;
         let end = start + self.layout.size;
         let lo = self.layout.pane_of(start);
         let hi = self.layout.pane_of(end - 1);
-        let acc = &mut self.acc;
-        for (_, pane) in self.panes.range(lo..=hi) {
-            for (r, &k) in pane.keys.iter().enumerate() {
-                let ki = k as usize;
-                if ki >= acc.index.len() {
-                    acc.index.resize(ki + 1, NONE);
-                }
-                let a = if acc.index[ki] == NONE {
-                    let a = acc.keys.len();
-                    acc.index[ki] = a as u32;
-                    acc.keys.push(k);
-                    acc.count.push(0);
-                    acc.cols
-                        .extend(std::iter::repeat_n(ColPartial::IDENTITY, ncols));
-                    a
-                } else {
-                    acc.index[ki] as usize
-                };
-                acc.count[a] += pane.count[r];
-                for (x, y) in acc.cols[a * ncols..(a + 1) * ncols]
-                    .iter_mut()
-                    .zip(&pane.cols[r * ncols..(r + 1) * ncols])
-                {
-                    x.combine(y);
+        let keep = self.lateness > 0;
+        if lo == hi {
+            // A tumbling window is one pane: emit its rows directly.
+            let Some(&pi) = self.index.get(&lo) else { return };
+            let pane = &self.slab[pi];
+            self.order.clear();
+            self.order.extend_from_slice(&pane.keys);
+            keys.order_ids(&mut self.order, |k| {
+                pane.index.get(k as usize).is_some_and(|&r| r != NONE)
+            });
+            out.reserve(self.order.len());
+            for &k in &self.order {
+                let r = pane.index[k as usize] as usize;
+                out.push(
+                    k,
+                    start,
+                    end,
+                    0,
+                    pane.count[r],
+                    &pane.cols[r * ncols..(r + 1) * ncols],
+                    0,
+                );
+                if keep {
+                    self.fired.insert((start, k), 0);
                 }
             }
+            return;
         }
+        if self.want_m2 {
+            self.accumulate::<true>(lo, hi);
+        } else {
+            self.accumulate::<false>(lo, hi);
+        }
+        let acc = &mut self.acc;
         self.order.clear();
         self.order.extend_from_slice(&acc.keys);
-        keys.sort_ids(&mut self.order);
-        let keep = self.lateness > 0;
+        let index = &acc.index;
+        keys.order_ids(&mut self.order, |k| index.get(k as usize).is_some_and(|&a| a != NONE));
+        out.reserve(self.order.len());
         for &k in &self.order {
             let a = acc.index[k as usize] as usize;
-            out.push(
-                k,
-                start,
-                end,
-                0,
-                acc.count[a],
-                &acc.cols[a * ncols..(a + 1) * ncols],
-                0,
-            );
+            out.push(k, start, end, 0, acc.count[a], &acc.cols[a * ncols..(a + 1) * ncols], 0);
             if keep {
                 self.fired.insert((start, k), 0);
             }
@@ -525,34 +568,59 @@ impl PaneStore {
         acc.cols.clear();
     }
 
+    /// Merges panes `lo..=hi` into the accumulator, per key.
+    fn accumulate<const M2: bool>(&mut self, lo: i64, hi: i64) {
+        let ncols = self.ncols;
+        let acc = &mut self.acc;
+        for (_, &pi) in self.index.range(lo..=hi) {
+            let pane = &self.slab[pi];
+            for (r, &k) in pane.keys.iter().enumerate() {
+                let ki = k as usize;
+                if ki >= acc.index.len() {
+                    acc.index.resize(ki + 1, NONE);
+                }
+                let a = if acc.index[ki] == NONE {
+                    let a = acc.keys.len();
+                    acc.index[ki] = a as u32;
+                    acc.keys.push(k);
+                    acc.count.push(0);
+                    acc.cols.extend_from_slice(&pane.cols[r * ncols..(r + 1) * ncols]);
+                    acc.count[a] = pane.count[r];
+                    continue;
+                } else {
+                    acc.index[ki] as usize
+                };
+                acc.count[a] += pane.count[r];
+                combine_row::<M2>(
+                    &mut acc.cols[a * ncols..(a + 1) * ncols],
+                    &pane.cols[r * ncols..(r + 1) * ncols],
+                );
+            }
+        }
+    }
+
     /// Emits a new revision of each `(start, key)` window from its current panes, ordered by
     /// start, then key value.
-    fn emit_revisions(
-        &mut self,
-        windows: impl Iterator<Item = (i64, u32)>,
-        keys: &KeyValues,
-        out: &mut WindowRows,
-    ) {
+    fn emit_revisions(&mut self, windows: impl Iterator<Item = (i64, u32)>, keys: &KeyOrder, out: &mut WindowRows) {
         let mut list: Vec<(i64, u32)> = windows.collect();
         if list.is_empty() {
             return;
         }
-        list.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| keys.cmp_ids(a.1, b.1)));
+        list.sort_unstable_by_key(|&(s, k)| (s, keys.rank(k)));
         let ncols = self.ncols;
         let mut cols = vec![ColPartial::IDENTITY; ncols];
         for (start, key) in list {
             let end = start + self.layout.size;
             let mut count = 0;
             cols.fill(ColPartial::IDENTITY);
-            for (_, pane) in self
-                .panes
+            for (_, &pi) in self
+                .index
                 .range(self.layout.pane_of(start)..=self.layout.pane_of(end - 1))
             {
+                let pane = &self.slab[pi];
                 if let Some(r) = pane.get(key) {
                     count += pane.count[r];
-                    for (x, y) in cols.iter_mut().zip(&pane.cols[r * ncols..(r + 1) * ncols]) {
-                        x.combine(y);
-                    }
+                    combine_row::<true>(&mut cols, &pane.cols[r * ncols..(r + 1) * ncols]);
                 }
             }
             if count == 0 {

@@ -15,7 +15,7 @@
 use super::watermark::Watermark;
 use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT};
-use crate::batch::{FxHashMap, KeyValues};
+use crate::batch::{FxHashMap, KeyOrder};
 use crate::output::WindowRows;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -241,8 +241,7 @@ impl SessionAssigner {
                     start = start.min(s.start);
                     end = end.max(s.end);
                     if x != survivor {
-                        plan.merges
-                            .push((s.serial, self.slab[survivor as usize].serial));
+                        plan.merges.push((s.serial, self.slab[survivor as usize].serial));
                         self.slab[x as usize].alive = false;
                         self.free.push(x);
                         if let Some(pos) = list.iter().position(|&y| y == x) {
@@ -401,13 +400,7 @@ impl SessionStore {
     }
 
     /// Applies one batch and emits the sessions whose time has come.
-    pub fn apply(
-        &mut self,
-        plan: &SessionPlan,
-        partials: &Partials,
-        keys: &KeyValues,
-        out: &mut WindowRows,
-    ) {
+    pub fn apply(&mut self, plan: &SessionPlan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         self.forward.clear();
         for &(from, into) in &plan.merges {
             let absorbed = self.sessions.remove(&from);
@@ -465,11 +458,7 @@ impl SessionStore {
             .iter()
             .filter_map(|serial| self.sessions.get(serial).map(|s| (s.start, s.key, *serial)))
             .collect();
-        rows.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| keys.cmp_ids(a.1, b.1))
-                .then(a.2.cmp(&b.2))
-        });
+        rows.sort_unstable_by_key(|r| (r.0, keys.rank(r.1), r.2));
         for (_, _, serial) in rows {
             if let Some(s) = self.sessions.get_mut(&serial) {
                 let rev = s.emitted.map_or(0, |r| r + 1);

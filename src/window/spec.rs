@@ -89,16 +89,10 @@ impl WindowSpec {
                     return err(r);
                 }
                 if offset.as_millis().abs() >= size.as_millis() {
-                    return err(format!(
-                        "offset {offset} must be smaller than the size {size}"
-                    ));
+                    return err(format!("offset {offset} must be smaller than the size {size}"));
                 }
             }
-            WindowSpec::Sliding {
-                size,
-                slide,
-                offset,
-            } => {
+            WindowSpec::Sliding { size, slide, offset } => {
                 if let Some(r) = positive("size", size).or_else(|| positive("slide", slide)) {
                     return err(r);
                 }
@@ -108,9 +102,7 @@ impl WindowSpec {
                     ));
                 }
                 if offset.as_millis().abs() >= slide.as_millis() {
-                    return err(format!(
-                        "offset {offset} must be smaller than the slide {slide}"
-                    ));
+                    return err(format!("offset {offset} must be smaller than the slide {slide}"));
                 }
             }
             WindowSpec::Session { gap } => {
@@ -125,20 +117,12 @@ impl WindowSpec {
     /// The pane layout for tumbling and sliding windows; `None` for sessions.
     pub fn panes(&self) -> Option<PaneLayout> {
         match *self {
-            WindowSpec::Tumbling { size, offset } => Some(PaneLayout::new(
-                size.as_millis(),
-                size.as_millis(),
-                offset.as_millis(),
-            )),
-            WindowSpec::Sliding {
-                size,
-                slide,
-                offset,
-            } => Some(PaneLayout::new(
-                size.as_millis(),
-                slide.as_millis(),
-                offset.as_millis(),
-            )),
+            WindowSpec::Tumbling { size, offset } => {
+                Some(PaneLayout::new(size.as_millis(), size.as_millis(), offset.as_millis()))
+            }
+            WindowSpec::Sliding { size, slide, offset } => {
+                Some(PaneLayout::new(size.as_millis(), slide.as_millis(), offset.as_millis()))
+            }
             WindowSpec::Session { .. } => None,
         }
     }
@@ -159,11 +143,7 @@ impl fmt::Display for WindowSpec {
                 }
                 Ok(())
             }
-            WindowSpec::Sliding {
-                size,
-                slide,
-                offset,
-            } => {
+            WindowSpec::Sliding { size, slide, offset } => {
                 write!(f, "hop:{size}:{slide}")?;
                 if offset != Duration::ZERO {
                     write!(f, ":offset={offset}")?;
@@ -249,7 +229,7 @@ pub fn tumbling_start(ts: i64, size: i64, offset: i64) -> i64 {
 ///
 /// Pane `p` covers `[p * pane + offset, (p + 1) * pane + offset)`; a window of `size` starting at
 /// `s` is the union of `size / pane` consecutive panes, and window starts are `slide` apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PaneLayout {
     /// Window length in ms.
     pub size: i64,
@@ -259,16 +239,20 @@ pub struct PaneLayout {
     pub offset: i64,
     /// Pane width in ms.
     pub pane: i64,
+    /// `1 / pane`, for a division-free `pane_of`.
+    inv_pane: f64,
 }
 
 impl PaneLayout {
     /// The layout for windows of `size` every `slide`, shifted by `offset` (all in ms).
     pub fn new(size: i64, slide: i64, offset: i64) -> Self {
+        let pane = gcd(size, slide);
         PaneLayout {
             size,
             slide,
             offset,
-            pane: gcd(size, slide),
+            pane,
+            inv_pane: 1.0 / pane as f64,
         }
     }
 
@@ -282,10 +266,14 @@ impl PaneLayout {
         self.slide / self.pane
     }
 
-    /// The pane index of a timestamp.
+    /// The pane index of a timestamp: `floor((ts - offset) / pane)`, by a reciprocal multiply
+    /// and one correction step (exact for |ts| <= 2^53).
     #[inline]
     pub fn pane_of(&self, ts: i64) -> i64 {
-        (ts - self.offset).div_euclid(self.pane)
+        let x = ts - self.offset;
+        let q = (x as f64 * self.inv_pane) as i64;
+        let r = x - q * self.pane;
+        q + (r >= self.pane) as i64 - (r < 0) as i64
     }
 
     /// The start of pane `p`.
@@ -304,11 +292,7 @@ impl PaneLayout {
     /// The end (exclusive) of the first window that contains pane `p`.
     #[inline]
     pub fn first_window_end(&self, p: i64) -> i64 {
-        let first_start = tumbling_start(
-            self.pane_start(p) - self.size + self.pane,
-            self.slide,
-            self.offset,
-        );
+        let first_start = tumbling_start(self.pane_start(p) - self.size + self.pane, self.slide, self.offset);
         // `first_start` may be a window that ends at or before the pane when slide does not
         // divide size; step forward to the first one that covers the pane.
         let mut s = first_start;
@@ -331,9 +315,7 @@ impl PaneLayout {
         let last = tumbling_start(ts, self.slide, self.offset);
         let size = self.size;
         let slide = self.slide;
-        (0..)
-            .map(move |k| last - k * slide)
-            .take_while(move |s| *s > ts - size)
+        (0..).map(move |k| last - k * slide).take_while(move |s| *s > ts - size)
     }
 }
 
@@ -354,10 +336,7 @@ mod tests {
             assert_eq!(w.to_string(), s);
         }
         let w: WindowSpec = "sliding:1m:15s".parse().unwrap();
-        assert_eq!(
-            w,
-            WindowSpec::sliding(Duration::from_secs(60), Duration::from_secs(15))
-        );
+        assert_eq!(w, WindowSpec::sliding(Duration::from_secs(60), Duration::from_secs(15)));
     }
 
     #[test]
@@ -405,11 +384,29 @@ mod tests {
             assert_eq!(mine, brute, "ts {ts}");
             let p = l.pane_of(ts);
             assert_eq!(l.last_window_end(p), mine[0] + 10_000);
-            assert_eq!(
-                l.first_window_end(p),
-                mine.last().unwrap() + 10_000,
-                "ts {ts}"
-            );
+            assert_eq!(l.first_window_end(p), mine.last().unwrap() + 10_000, "ts {ts}");
+        }
+    }
+
+    #[test]
+    fn pane_of_is_a_floored_division() {
+        for pane in [1i64, 3, 7, 1000, 86_400_000, 999_983] {
+            let l = PaneLayout::new(pane * 2, pane, 0);
+            for ts in [
+                -(1i64 << 53),
+                -1_000_000_007,
+                -pane - 1,
+                -pane,
+                -1,
+                0,
+                1,
+                pane - 1,
+                pane,
+                1_700_000_000_123,
+                (1 << 53) - 1,
+            ] {
+                assert_eq!(l.pane_of(ts), ts.div_euclid(pane), "ts {ts} pane {pane}");
+            }
         }
     }
 

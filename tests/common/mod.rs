@@ -112,11 +112,7 @@ pub struct Row {
 }
 
 pub fn aggs_of(values: &[f64]) -> [Option<f64>; 6] {
-    let v: Vec<f64> = values
-        .iter()
-        .copied()
-        .filter(|x| !is_null_value(*x))
-        .collect();
+    let v: Vec<f64> = values.iter().copied().filter(|x| !is_null_value(*x)).collect();
     if v.is_empty() {
         return [None; 6];
     }
@@ -128,30 +124,15 @@ pub fn aggs_of(values: &[f64]) -> [Option<f64>; 6] {
         .copied()
         .fold(f64::INFINITY, |a, b| if b.is_nan() { a } else { a.min(b) });
     let max = v.iter().copied().fold(f64::NEG_INFINITY, |a, b| {
-        if a.is_nan() || b.is_nan() {
-            f64::NAN
-        } else {
-            a.max(b)
-        }
+        if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
     });
-    let min = if v.iter().all(|x| x.is_nan()) {
-        f64::NAN
-    } else {
-        min
-    };
+    let min = if v.iter().all(|x| x.is_nan()) { f64::NAN } else { min };
     let var = if v.len() > 1 {
         Some(v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0))
     } else {
         None
     };
-    [
-        Some(sum),
-        Some(min),
-        Some(max),
-        Some(mean),
-        var,
-        var.map(f64::sqrt),
-    ]
+    [Some(sum), Some(min), Some(max), Some(mean), var, var.map(f64::sqrt)]
 }
 
 /// Which window kind the model simulates.
@@ -186,14 +167,10 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
     match m.spec {
         WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
             let (size, slide, offset) = match m.spec {
-                WindowSpec::Tumbling { size, offset } => {
-                    (size.as_millis(), size.as_millis(), offset.as_millis())
+                WindowSpec::Tumbling { size, offset } => (size.as_millis(), size.as_millis(), offset.as_millis()),
+                WindowSpec::Sliding { size, slide, offset } => {
+                    (size.as_millis(), slide.as_millis(), offset.as_millis())
                 }
-                WindowSpec::Sliding {
-                    size,
-                    slide,
-                    offset,
-                } => (size.as_millis(), slide.as_millis(), offset.as_millis()),
                 _ => unreachable!(),
             };
             let mut windows: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
@@ -201,9 +178,7 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                 let w = max_ts.map_or(i64::MIN, |mx| mx - m.delay - 1);
                 let t = data.ts[i];
                 // brute force: every aligned start s with s <= t < s + size
-                let mut s = offset
-                    + ((t - offset - size) as f64 / slide as f64).floor() as i64 * slide
-                    - slide;
+                let mut s = offset + ((t - offset - size) as f64 / slide as f64).floor() as i64 * slide - slide;
                 let mut mine = vec![];
                 while s <= t {
                     if t < s + size {
@@ -211,10 +186,7 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                     }
                     s += slide;
                 }
-                let kept: Vec<i64> = mine
-                    .into_iter()
-                    .filter(|s| s + size - 1 + m.lateness > w)
-                    .collect();
+                let kept: Vec<i64> = mine.into_iter().filter(|s| s + size - 1 + m.lateness > w).collect();
                 if kept.is_empty() {
                     late.push(i);
                 } else {
@@ -240,14 +212,12 @@ pub fn model(data: &Data, m: ModelSpec) -> (Vec<Row>, Vec<usize>) {
                 let t = data.ts[i];
                 let k = data.key[i];
                 let list = open.entry(k).or_default();
-                let (keep, purged): (Vec<_>, Vec<_>) =
-                    list.drain(..).partition(|(_, e, _)| e - 1 + m.lateness > w);
+                let (keep, purged): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, e, _)| e - 1 + m.lateness > w);
                 for (s, e, idx) in purged {
                     done.push(row_of(k, s, e, &idx));
                 }
-                let (touch, mut rest): (Vec<_>, Vec<_>) = keep
-                    .into_iter()
-                    .partition(|(s, e, _)| *s <= t + gap && *e >= t);
+                let (touch, mut rest): (Vec<_>, Vec<_>) =
+                    keep.into_iter().partition(|(s, e, _)| *s <= t + gap && *e >= t);
                 if touch.is_empty() && t + gap - 1 + m.lateness <= w {
                     late.push(i);
                     *list = rest;
@@ -359,17 +329,11 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
         merged.extend_from_slice(&r.merged);
         for i in 0..r.len() {
             let vals = r.values(i, &aggs);
-            let aggs6: Vec<[Option<f64>; 6]> = vals
-                .chunks(6)
-                .map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]])
-                .collect();
+            let aggs6: Vec<[Option<f64>; 6]> = vals.chunks(6).map(|c| [c[0], c[1], c[2], c[3], c[4], c[5]]).collect();
             rows.push(Row {
                 key: match run.key_kind {
                     KeyKind::Int => p.keys().int_value(r.key[i]),
-                    KeyKind::Str => p
-                        .keys()
-                        .str_value(r.key[i])
-                        .map(|s| s.parse::<i64>().unwrap_or(-1)),
+                    KeyKind::Str => p.keys().str_value(r.key[i]).map(|s| s.parse::<i64>().unwrap_or(-1)),
                     KeyKind::None => Some(0),
                 },
                 start: r.start[i],
@@ -389,9 +353,7 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
         let hi = (lo + run.batch).min(n);
         let vals: Vec<&[f64]> = data.values.iter().map(|v| &v[lo..hi]).collect();
         match run.key_kind {
-            KeyKind::Int => p
-                .push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &vals)
-                .unwrap(),
+            KeyKind::Int => p.push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &vals).unwrap(),
             KeyKind::Str => {
                 let ks: Vec<Option<&str>> = strs[lo..hi].iter().map(|s| Some(s.as_str())).collect();
                 p.push_str_keys(&data.ts[lo..hi], &ks, &vals).unwrap()
@@ -455,12 +417,7 @@ pub fn close(a: Option<f64>, b: Option<f64>, rel: f64) -> bool {
 
 /// Compares two row sets (same order expected): keys, bounds and counts exactly; min/max exactly;
 /// sum/mean/var within `rel`, std within `rel_std`. Returns a description of the first mismatch.
-pub fn compare(
-    actual: &[Row],
-    expected: &[Row],
-    rel: f64,
-    rel_std: f64,
-) -> std::result::Result<(), String> {
+pub fn compare(actual: &[Row], expected: &[Row], rel: f64, rel_std: f64) -> std::result::Result<(), String> {
     if actual.len() != expected.len() {
         let a: Vec<_> = actual
             .iter()

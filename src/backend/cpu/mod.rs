@@ -25,9 +25,7 @@ impl CpuBackend {
     /// A backend using `threads` threads (0 = every available core).
     pub fn new(threads: usize) -> Self {
         let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             threads
         };

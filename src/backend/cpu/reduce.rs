@@ -17,12 +17,7 @@ pub fn reduce_slots(batch: &SlotBatch<'_>, range: Range<usize>, out: &mut Partia
 }
 
 #[inline(never)]
-fn reduce_one<const M2: bool>(
-    slots: &[u32],
-    values: &[f64],
-    range: Range<usize>,
-    out: &mut Partials,
-) {
+fn reduce_one<const M2: bool>(slots: &[u32], values: &[f64], range: Range<usize>, out: &mut Partials) {
     let slots = &slots[range.clone()];
     let values = &values[range];
     let count = &mut out.count[..];

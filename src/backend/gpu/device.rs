@@ -81,11 +81,7 @@ pub fn describe_adapter(info: &wgpu::AdapterInfo) -> String {
             driver
         },
         kind_name(info.device_type),
-        if is_software(info) {
-            ", software"
-        } else {
-            ", hardware"
-        }
+        if is_software(info) { ", software" } else { ", hardware" }
     )
 }
 
@@ -158,10 +154,7 @@ impl GpuBackend {
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
-        let found: Vec<String> = adapters
-            .iter()
-            .map(|a| describe_adapter(&a.get_info()))
-            .collect();
+        let found: Vec<String> = adapters.iter().map(|a| describe_adapter(&a.get_info())).collect();
         let mut usable: Vec<wgpu::Adapter> = adapters
             .into_iter()
             .filter(|a| {
@@ -169,9 +162,7 @@ impl GpuBackend {
                     .flags
                     .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
             })
-            .filter(|a| {
-                pref == AdapterPreference::AnyIncludingSoftware || !is_software(&a.get_info())
-            })
+            .filter(|a| pref == AdapterPreference::AnyIncludingSoftware || !is_software(&a.get_info()))
             .collect();
         usable.sort_by_key(|a| std::cmp::Reverse(rank(&a.get_info())));
         let Some(adapter) = usable.into_iter().next() else {
@@ -180,8 +171,7 @@ impl GpuBackend {
                 AdapterPreference::AnyIncludingSoftware => "any GPU adapter with compute shaders",
             };
             let seen = if found.is_empty() {
-                "none (is a Vulkan, Metal or DX12 driver installed? on Linux: mesa-vulkan-drivers)"
-                    .to_string()
+                "none (is a Vulkan, Metal or DX12 driver installed? on Linux: mesa-vulkan-drivers)".to_string()
             } else {
                 found.join("; ")
             };
@@ -309,10 +299,7 @@ impl GpuBackend {
                 entries,
             })
         };
-        let count_bgl = bgl(
-            "count_slots",
-            &[storage(0, true), storage(1, false), uniform(2)],
-        );
+        let count_bgl = bgl("count_slots", &[storage(0, true), storage(1, false), uniform(2)]);
         let scan_bgl = bgl("scan", &[storage(0, false), storage(1, false), uniform(2)]);
         let scatter_bgl = bgl(
             "scatter_slots",
@@ -369,9 +356,7 @@ impl GpuBackend {
             reduce_bgl,
         };
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!(
-                "creating the compute pipelines failed: {e}"
-            )));
+            return Err(Error::Gpu(format!("creating the compute pipelines failed: {e}")));
         }
         Ok(p)
     }
@@ -413,9 +398,7 @@ impl GpuBackend {
             .min(self.limits.max_buffer_size);
         let by_values = binding / (8 * ncols);
         let by_records = binding / (std::mem::size_of::<Record>() as u64 * ncols);
-        (by_values.min(by_records) as usize)
-            .min(MAX_EVENTS)
-            .max(TILE as usize)
+        (by_values.min(by_records) as usize).min(MAX_EVENTS).max(TILE as usize)
     }
 
     fn ensure_buffers(&mut self, n: usize, ncols: usize) -> Result<()> {
@@ -425,10 +408,7 @@ impl GpuBackend {
         {
             return Ok(());
         }
-        let cap = n
-            .next_power_of_two()
-            .max(1 << 14)
-            .min(self.max_events(ncols));
+        let cap = n.next_power_of_two().max(1 << 14).min(self.max_events(ncols));
         if cap < n {
             return Err(Error::DeviceLimit(format!(
                 "a batch of {n} events exceeds what {} can hold ({cap})",
@@ -459,8 +439,7 @@ impl GpuBackend {
         let out_recs_size = cap as u64 * ncols as u64 * rec;
         let carry_slots_size = 2 * threads * 4;
         let carry_recs_size = 2 * threads * ncols as u64 * rec;
-        let readback_size =
-            out_counts_size + out_recs_size + 2 * carry_slots_size + carry_recs_size;
+        let readback_size = out_counts_size + out_recs_size + 2 * carry_slots_size + carry_recs_size;
         self.bufs = Some(Buffers {
             cap_events: cap,
             ncols,
@@ -521,18 +500,11 @@ impl GpuBackend {
         let mut blocks = vec![0u8; PARAM_BLOCKS * PARAM_STRIDE as usize];
         let mut put = |i: usize, p: Params| {
             let off = i * PARAM_STRIDE as usize;
-            blocks[off..off + std::mem::size_of::<Params>()]
-                .copy_from_slice(bytemuck::bytes_of(&p));
+            blocks[off..off + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
         };
         put(0, base);
         for c in 0..ncols {
-            put(
-                1 + c,
-                Params {
-                    col: c as u32,
-                    ..base
-                },
-            );
+            put(1 + c, Params { col: c as u32, ..base });
         }
         // scan levels: level 0 scans counts (len s), level k scans scan_sums[k-1]
         let mut levels: Vec<u32> = vec![s as u32];
@@ -576,17 +548,10 @@ impl GpuBackend {
                 entries,
             })
         };
-        let count_bg = bg(
-            &p.count_bgl,
-            &[ent(0, &b.slots), ent(1, &b.counts), params_entry(2)],
-        );
+        let count_bg = bg(&p.count_bgl, &[ent(0, &b.slots), ent(1, &b.counts), params_entry(2)]);
         let mut scan_bgs = vec![];
         for k in 0..levels.len() {
-            let data = if k == 0 {
-                &b.counts
-            } else {
-                &b.scan_sums[k - 1]
-            };
+            let data = if k == 0 { &b.counts } else { &b.scan_sums[k - 1] };
             scan_bgs.push(bg(
                 &p.scan_bgl,
                 &[ent(0, data), ent(1, &b.scan_sums[k]), params_entry(2)],
@@ -619,16 +584,8 @@ impl GpuBackend {
         let mut enc = d.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("fenestra batch"),
         });
-        enc.clear_buffer(
-            &b.counts,
-            0,
-            Some((s.max(1) as u64 * 4).next_multiple_of(4)),
-        );
-        enc.clear_buffer(
-            &b.cursor,
-            0,
-            Some((s.max(1) as u64 * 4).next_multiple_of(4)),
-        );
+        enc.clear_buffer(&b.counts, 0, Some((s.max(1) as u64 * 4).next_multiple_of(4)));
+        enc.clear_buffer(&b.cursor, 0, Some((s.max(1) as u64 * 4).next_multiple_of(4)));
         let off = |i: usize| (i as u64 * PARAM_STRIDE) as u32;
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -705,14 +662,12 @@ impl GpuBackend {
                 bytemuck::cast_slice(&bytes[offsets[i] as usize..(offsets[i] + len) as usize])
             };
             let out_counts = words(0, sizes[0].1);
-            let out_recs: &[Record] = bytemuck::cast_slice(
-                &bytes[offsets[1] as usize..(offsets[1] + sizes[1].1) as usize],
-            );
+            let out_recs: &[Record] =
+                bytemuck::cast_slice(&bytes[offsets[1] as usize..(offsets[1] + sizes[1].1) as usize]);
             let carry_slots = words(2, sizes[2].1);
             let carry_counts = words(3, sizes[3].1);
-            let carry_recs: &[Record] = bytemuck::cast_slice(
-                &bytes[offsets[4] as usize..(offsets[4] + sizes[4].1) as usize],
-            );
+            let carry_recs: &[Record] =
+                bytemuck::cast_slice(&bytes[offsets[4] as usize..(offsets[4] + sizes[4].1) as usize]);
             out.reset(s, ncols);
             for slot in 0..s {
                 out.count[slot] = out_counts[slot] as u64;

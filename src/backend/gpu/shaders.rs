@@ -14,19 +14,13 @@ pub const FILES: &[(&str, &str)] = &[
         "shared/slot_table.wgsl",
         include_str!("../../../shaders/shared/slot_table.wgsl"),
     ),
-    (
-        "count_slots.wgsl",
-        include_str!("../../../shaders/count_slots.wgsl"),
-    ),
+    ("count_slots.wgsl", include_str!("../../../shaders/count_slots.wgsl")),
     ("scan.wgsl", include_str!("../../../shaders/scan.wgsl")),
     (
         "scatter_slots.wgsl",
         include_str!("../../../shaders/scatter_slots.wgsl"),
     ),
-    (
-        "reduce_runs.wgsl",
-        include_str!("../../../shaders/reduce_runs.wgsl"),
-    ),
+    ("reduce_runs.wgsl", include_str!("../../../shaders/reduce_runs.wgsl")),
 ];
 
 /// The kernels (files that are compiled into pipelines).
@@ -53,12 +47,7 @@ pub fn expand(name: &str) -> Result<(String, Vec<(&'static str, u32)>)> {
     Ok((out, map))
 }
 
-fn expand_into(
-    name: &str,
-    out: &mut String,
-    map: &mut Vec<(&'static str, u32)>,
-    depth: u32,
-) -> Result<()> {
+fn expand_into(name: &str, out: &mut String, map: &mut Vec<(&'static str, u32)>, depth: u32) -> Result<()> {
     if depth > 4 {
         return Err(Error::Gpu(format!("#include nesting too deep at '{name}'")));
     }
@@ -97,8 +86,7 @@ pub fn validate(name: &str) -> Result<()> {
     use wgpu::naga;
     let src = source(name)?;
     let place = |loc: Option<naga::SourceLocation>| -> String {
-        match loc.and_then(|l| locate(name, l.line_number).map(|(f, ln)| (f, ln, l.line_position)))
-        {
+        match loc.and_then(|l| locate(name, l.line_number).map(|(f, ln)| (f, ln, l.line_position))) {
             Some((f, ln, col)) => format!("shaders/{f}:{ln}:{col}"),
             None => format!("shaders/{name}"),
         }
