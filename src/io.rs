@@ -12,6 +12,7 @@ use crate::output::WindowRows;
 use crate::pipeline::LateEvents;
 use crate::time::MAX_ABS_TIMESTAMP_MS;
 use polars::prelude::*;
+use polars_arrow::bitmap::Bitmap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -367,13 +368,20 @@ pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) ->
     Ok(match out {
         KeyOutput::None => None,
         KeyOutput::Int(dt) => {
-            let v: Vec<Option<i64>> = ids.iter().map(|&k| keys.int_value(k)).collect();
-            let c = Column::new(name.into(), v);
-            Some(if dt == &DataType::Int64 {
-                c
-            } else {
-                c.strict_cast(dt).map_err(Error::from)?
-            })
+            let mut vals = Vec::with_capacity(ids.len());
+            let mut nulls = false;
+            for &k in ids {
+                match keys.int_value(k) {
+                    Some(v) => vals.push(v),
+                    None => {
+                        nulls = true;
+                        vals.push(0);
+                    }
+                }
+            }
+            let validity = nulls.then(|| ids.iter().map(|&k| !keys.is_null(k)).collect::<Bitmap>());
+            let c = Int64Chunked::from_vec_validity(name.into(), vals, validity).into_column();
+            Some(if dt == &DataType::Int64 { c } else { c.strict_cast(dt).map_err(Error::from)? })
         }
         KeyOutput::Str => {
             let v: Vec<Option<&str>> = ids.iter().map(|&k| keys.str_value(k)).collect();
@@ -382,37 +390,44 @@ pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) ->
     })
 }
 
+/// A float column from per-row optional values; the validity bitmap is only built when a value
+/// is null.
+fn f64_column(name: String, n: usize, value: impl Fn(usize) -> Option<f64>) -> Column {
+    let mut vals = Vec::with_capacity(n);
+    let mut nulls = false;
+    for i in 0..n {
+        match value(i) {
+            Some(v) => vals.push(v),
+            None => {
+                nulls = true;
+                vals.push(f64::NAN);
+            }
+        }
+    }
+    let validity = nulls.then(|| (0..n).map(|i| value(i).is_some()).collect::<Bitmap>());
+    Float64Chunked::from_vec_validity(name.into(), vals, validity).into_column()
+}
+
 /// Window rows as a DataFrame with the columns of DESIGN.md §4:
-/// `key, window_start, window_end, revision, count, <agg>_<col>...`.
-pub fn rows_to_frame(
-    rows: &WindowRows,
-    keys: &KeyValues,
-    key_out: &KeyOutput,
-    value_cols: &[String],
-    aggs: &Aggregates,
-) -> Result<DataFrame> {
+/// `key, window_start, window_end, revision, count, <agg>_<col>...`. Consumes the rows (their
+/// columns move into the frame without a copy).
+pub fn rows_to_frame(rows: WindowRows, keys: &KeyValues, key_out: &KeyOutput, value_cols: &[String], aggs: &Aggregates) -> Result<DataFrame> {
+    let n = rows.len();
     let mut columns: Vec<Column> = Vec::with_capacity(5 + value_cols.len() * aggs.kinds().len());
     if let Some(k) = key_column(&rows.key, keys, key_out, "key")? {
         columns.push(k);
     }
-    columns.push(Int64Chunked::from_vec("window_start".into(), rows.start.clone()).into_column());
-    columns.push(Int64Chunked::from_vec("window_end".into(), rows.end.clone()).into_column());
-    columns.push(UInt32Chunked::from_vec("revision".into(), rows.revision.clone()).into_column());
-    columns.push(UInt64Chunked::from_vec("count".into(), rows.count.clone()).into_column());
+    let mut agg_cols = Vec::with_capacity(value_cols.len() * aggs.kinds().len());
     for (c, name) in value_cols.iter().enumerate() {
         for &kind in aggs.kinds() {
-            let col_name = format!("{}_{}", kind.name(), name);
-            let vals: Vec<Option<f64>> = (0..rows.len()).map(|r| rows.value(r, c, kind)).collect();
-            let all_valid = vals.iter().all(Option::is_some);
-            let col = if all_valid {
-                Float64Chunked::from_vec(col_name.into(), vals.into_iter().map(|v| v.unwrap_or(0.0)).collect())
-                    .into_column()
-            } else {
-                Column::new(col_name.into(), vals)
-            };
-            columns.push(col);
+            agg_cols.push(f64_column(format!("{}_{}", kind.name(), name), n, |r| rows.value(r, c, kind)));
         }
     }
+    columns.push(Int64Chunked::from_vec("window_start".into(), rows.start).into_column());
+    columns.push(Int64Chunked::from_vec("window_end".into(), rows.end).into_column());
+    columns.push(UInt32Chunked::from_vec("revision".into(), rows.revision).into_column());
+    columns.push(UInt64Chunked::from_vec("count".into(), rows.count).into_column());
+    columns.extend(agg_cols);
     DataFrame::new_infer_height(columns).map_err(Error::from)
 }
 

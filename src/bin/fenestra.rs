@@ -105,6 +105,9 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Also print the time spent in each phase (read, aggregate, write) and pipeline stage.
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[derive(Args, Debug)]
@@ -245,6 +248,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     spinner.set_message(format!("reading {}", a.input.display()));
     let df = io::read_frame(&a.input)?;
     spinner.finish_and_clear();
+    let read_s = t_start.elapsed().as_secs_f64();
     let source = a.input.display().to_string();
     let key_out = io::check_schema(&df, &cols, &source)?;
 
@@ -284,8 +288,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     append_late(&mut late, out.late);
     pb.finish_and_clear();
 
-    let mut frame = io::rows_to_frame(&rows, pipeline.keys().values(), &key_out, &value_cols, &aggs)?;
+    let agg_s = t_start.elapsed().as_secs_f64() - read_s;
+    let t_write = Instant::now();
+    let n_rows = rows.len();
+    let mut frame = io::rows_to_frame(rows, pipeline.keys().values(), &key_out, &value_cols, &aggs)?;
+    let frame_s = t_write.elapsed().as_secs_f64();
     io::write_frame(&mut frame, &a.output)?;
+    let write_s = t_write.elapsed().as_secs_f64() - frame_s;
     if let Some(path) = &a.late_output {
         let mut lf = io::late_frame(&df, &late)?;
         io::write_frame(&mut lf, path)?;
@@ -302,10 +311,16 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         m.events_in,
         m.on_time,
         m.late,
-        rows.len(),
+        n_rows,
         secs,
         m.events_in as f64 / secs
     );
+    if a.verbose {
+        eprintln!(
+            "phases (s): read {read_s:.3}, aggregate {agg_s:.3} (ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}), build output {frame_s:.3}, write {write_s:.3}",
+            m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s
+        );
+    }
     Ok(())
 }
 

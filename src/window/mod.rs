@@ -153,7 +153,7 @@ impl Store {
     pub fn new(spec: &WindowSpec, lateness: i64, ncols: usize, want_m2: bool) -> Self {
         match spec.panes() {
             Some(layout) => Store::Panes(PaneStore::new(layout, lateness, ncols, want_m2)),
-            None => Store::Sessions(SessionStore::new(ncols)),
+            None => Store::Sessions(SessionStore::new(ncols, want_m2)),
         }
     }
 
