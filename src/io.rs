@@ -101,7 +101,7 @@ pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
         match format {
             Format::Parquet => {
                 ParquetWriter::new(&mut w)
-                    .with_compression(ParquetCompression::Snappy)
+                    .with_compression(ParquetCompression::Lz4Raw)
                     .finish(df)
                     .map_err(werr)?;
             }
