@@ -381,7 +381,11 @@ pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) ->
             }
             let validity = nulls.then(|| ids.iter().map(|&k| !keys.is_null(k)).collect::<Bitmap>());
             let c = Int64Chunked::from_vec_validity(name.into(), vals, validity).into_column();
-            Some(if dt == &DataType::Int64 { c } else { c.strict_cast(dt).map_err(Error::from)? })
+            Some(if dt == &DataType::Int64 {
+                c
+            } else {
+                c.strict_cast(dt).map_err(Error::from)?
+            })
         }
         KeyOutput::Str => {
             let v: Vec<Option<&str>> = ids.iter().map(|&k| keys.str_value(k)).collect();
@@ -411,7 +415,13 @@ fn f64_column(name: String, n: usize, value: impl Fn(usize) -> Option<f64>) -> C
 /// Window rows as a DataFrame with the columns of DESIGN.md §4:
 /// `key, window_start, window_end, revision, count, <agg>_<col>...`. Consumes the rows (their
 /// columns move into the frame without a copy).
-pub fn rows_to_frame(rows: WindowRows, keys: &KeyValues, key_out: &KeyOutput, value_cols: &[String], aggs: &Aggregates) -> Result<DataFrame> {
+pub fn rows_to_frame(
+    rows: WindowRows,
+    keys: &KeyValues,
+    key_out: &KeyOutput,
+    value_cols: &[String],
+    aggs: &Aggregates,
+) -> Result<DataFrame> {
     let n = rows.len();
     let mut columns: Vec<Column> = Vec::with_capacity(5 + value_cols.len() * aggs.kinds().len());
     if let Some(k) = key_column(&rows.key, keys, key_out, "key")? {
@@ -420,7 +430,9 @@ pub fn rows_to_frame(rows: WindowRows, keys: &KeyValues, key_out: &KeyOutput, va
     let mut agg_cols = Vec::with_capacity(value_cols.len() * aggs.kinds().len());
     for (c, name) in value_cols.iter().enumerate() {
         for &kind in aggs.kinds() {
-            agg_cols.push(f64_column(format!("{}_{}", kind.name(), name), n, |r| rows.value(r, c, kind)));
+            agg_cols.push(f64_column(format!("{}_{}", kind.name(), name), n, |r| {
+                rows.value(r, c, kind)
+            }));
         }
     }
     columns.push(Int64Chunked::from_vec("window_start".into(), rows.start).into_column());
@@ -448,4 +460,129 @@ pub fn agg_column_names(value_cols: &[String], aggs: &Aggregates) -> Vec<String>
                 .map(move |k: &AggKind| format!("{}_{}", k.name(), c))
         })
         .collect()
+}
+
+/// Output taken from a pipeline as DataFrames.
+#[derive(Clone, Debug)]
+pub struct Frames {
+    /// Window rows with the columns of DESIGN.md §4.
+    pub windows: DataFrame,
+    /// Late events: the time, key and value columns.
+    pub late: DataFrame,
+}
+
+impl crate::pipeline::Pipeline {
+    fn key_output(&self) -> KeyOutput {
+        self.key_output.clone().unwrap_or(match self.keys().kind() {
+            KeyKind::None => KeyOutput::None,
+            KeyKind::Int => KeyOutput::Int(DataType::Int64),
+            KeyKind::Str => KeyOutput::Str,
+        })
+    }
+
+    /// Pushes a polars DataFrame with the configured time, key and value columns. The schema is
+    /// checked first (a missing column or a wrong type is an error that names it) and the whole
+    /// frame is rejected on a bad timestamp, so nothing is half-applied.
+    ///
+    /// ```
+    /// use fenestra::{Pipeline, BackendChoice};
+    /// use polars::prelude::*;
+    /// let mut p = Pipeline::builder().window("tumble:1s".parse()?).backend(BackendChoice::Cpu).build()?;
+    /// let df = df!("ts" => [100i64, 900, 1500], "key" => ["a", "b", "a"], "value" => [1.0, 2.0, 3.0]).unwrap();
+    /// // string keys need a pipeline built for them
+    /// assert!(p.push_frame(&df).unwrap_err().to_string().contains("string"));
+    /// let mut p = Pipeline::builder().key_kind(fenestra::KeyKind::Str).backend(BackendChoice::Cpu).build()?;
+    /// p.push_frame(&df)?;
+    /// let out = p.finish_frames()?;
+    /// assert_eq!(out.windows.height(), 3);
+    /// # Ok::<(), fenestra::Error>(())
+    /// ```
+    pub fn push_frame(&mut self, df: &DataFrame) -> Result<()> {
+        let cfg = self.config();
+        let cols = InputColumns {
+            time: cfg.time_column.clone(),
+            key: if cfg.key_kind == KeyKind::None {
+                None
+            } else {
+                cfg.key_column.clone()
+            },
+            values: cfg.value_columns.clone(),
+        };
+        let key_out = check_schema(df, &cols, "the pushed DataFrame")?;
+        if key_out.kind() != self.keys().kind() {
+            let what = |k: KeyKind| match k {
+                KeyKind::None => "no key",
+                KeyKind::Int => "integer keys",
+                KeyKind::Str => "string keys",
+            };
+            return Err(Error::ColumnType {
+                column: cols.key.clone().unwrap_or_default(),
+                found: format!(
+                    "{} ({})",
+                    what(key_out.kind()),
+                    df.column(cols.key.as_deref().unwrap_or(""))
+                        .map(|c| c.dtype().to_string())
+                        .unwrap_or_default()
+                ),
+                expected: format!(
+                    "{} (the pipeline was built with key_kind {:?})",
+                    what(self.keys().kind()),
+                    self.keys().kind()
+                ),
+            });
+        }
+        if self.key_output.is_none() {
+            self.key_output = Some(key_out);
+        }
+        let offset = self.metrics().events_in;
+        let batch = frame_to_batch(df, &cols, self.keys_mut(), offset)?;
+        self.push_encoded(batch)
+    }
+
+    /// Converts taken output to DataFrames.
+    pub fn frames(&self, out: crate::pipeline::Output) -> Result<Frames> {
+        let cfg = self.config();
+        let key_out = self.key_output();
+        let windows = rows_to_frame(
+            out.rows,
+            self.keys().values(),
+            &key_out,
+            &cfg.value_columns,
+            &cfg.aggregates,
+        )?;
+        let mut cols = vec![Int64Chunked::from_vec(cfg.time_column.as_str().into(), out.late.ts).into_column()];
+        if let (Some(k), Some(name)) = (
+            key_column(
+                &out.late.key,
+                self.keys().values(),
+                &key_out,
+                cfg.key_column.as_deref().unwrap_or("key"),
+            )?,
+            cfg.key_column.as_ref(),
+        ) {
+            let _ = name;
+            cols.push(k);
+        }
+        let none = vec![];
+        for (c, name) in cfg.value_columns.iter().enumerate() {
+            let v = out.late.values.get(c).unwrap_or(&none);
+            cols.push(f64_column(name.clone(), v.len(), |i| {
+                (!crate::agg::is_null_value(v[i])).then_some(v[i])
+            }));
+        }
+        let late = DataFrame::new_infer_height(cols).map_err(Error::from)?;
+        Ok(Frames { windows, late })
+    }
+
+    /// [`Pipeline::poll`] as DataFrames.
+    pub fn poll_frames(&mut self) -> Result<Frames> {
+        let out = self.poll()?;
+        self.frames(out)
+    }
+
+    /// [`Pipeline::finish`] as DataFrames.
+    pub fn finish_frames(&mut self) -> Result<Frames> {
+        let out = self.finish()?;
+        self.frames(out)
+    }
 }

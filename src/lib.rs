@@ -30,6 +30,7 @@ pub mod generator;
 pub mod io;
 pub mod output;
 pub mod pipeline;
+pub mod stream;
 pub mod time;
 pub mod window;
 
@@ -37,6 +38,7 @@ pub use agg::{AggKind, Aggregates};
 pub use backend::{BackendChoice, BackendKind};
 pub use batch::{EventBatch, KeyDict, KeyKind};
 pub use error::{Error, Result};
+pub use io::Frames;
 pub use output::WindowRows;
 pub use pipeline::{LateEvents, Metrics, Output, Pipeline, PipelineBuilder, PipelineConfig};
 pub use time::Duration;

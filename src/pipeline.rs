@@ -47,6 +47,10 @@ pub struct PipelineConfig {
     pub threads: usize,
     /// Run the backend and window store on a worker thread.
     pub pipelined: bool,
+    /// Event-time column of pushed DataFrames.
+    pub time_column: String,
+    /// Key column of pushed DataFrames (`None`: one global group).
+    pub key_column: Option<String>,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +66,8 @@ impl Default for PipelineConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             threads: 0,
             pipelined: true,
+            time_column: "ts".into(),
+            key_column: Some("key".into()),
         }
     }
 }
@@ -170,6 +176,22 @@ impl PipelineBuilder {
     /// Whether the backend runs on a worker thread (default true).
     pub fn pipelined(mut self, on: bool) -> Self {
         self.config.pipelined = on;
+        self
+    }
+    /// Event-time column of pushed DataFrames (default `ts`).
+    pub fn time_column(mut self, name: impl Into<String>) -> Self {
+        self.config.time_column = name.into();
+        self
+    }
+    /// Key column of pushed DataFrames (default `key`).
+    pub fn key_column(mut self, name: impl Into<String>) -> Self {
+        self.config.key_column = Some(name.into());
+        self
+    }
+    /// No key column: every event is in one global group.
+    pub fn no_key(mut self) -> Self {
+        self.config.key_column = None;
+        self.config.key_kind = KeyKind::None;
         self
     }
     /// Replaces the whole configuration.
@@ -326,6 +348,8 @@ pub struct Pipeline {
     late_idx: Vec<u32>,
     slots: Vec<u32>,
     batch_size: usize,
+    /// How the key column is written back to DataFrames (set by the first pushed frame).
+    pub(crate) key_output: Option<crate::io::KeyOutput>,
 }
 
 impl Pipeline {
@@ -406,6 +430,7 @@ impl Pipeline {
             late_idx: vec![],
             slots: vec![],
             batch_size,
+            key_output: None,
             config,
         })
     }

@@ -88,7 +88,10 @@ struct Timers {
 
 impl Timers {
     fn new(width: i64) -> Self {
-        Timers { width: width.max(1), buckets: BTreeMap::new() }
+        Timers {
+            width: width.max(1),
+            buckets: BTreeMap::new(),
+        }
     }
 
     fn push(&mut self, due: i64, handle: u32, serial: u64) {
@@ -150,7 +153,9 @@ impl SessionAssigner {
     /// An assigner for sessions with inactivity `gap`, watermark delay and allowed lateness (ms).
     pub fn new(gap: i64, delay: i64, lateness: i64) -> Self {
         // Timer buckets: about the gap wide, but at most ~4096 buckets across the horizon.
-        let width = gap.max((delay.saturating_add(gap).saturating_add(lateness)) / 4096).max(1);
+        let width = gap
+            .max((delay.saturating_add(gap).saturating_add(lateness)) / 4096)
+            .max(1);
         SessionAssigner {
             gap,
             lateness,
@@ -185,7 +190,13 @@ impl SessionAssigner {
 
     fn purge(&mut self, idx: u32, plan: &mut SessionPlan) {
         let s = self.slab[idx as usize];
-        plan.extents.push(Extent { handle: idx, serial: s.serial, key: s.key, start: s.start, end: s.end });
+        plan.extents.push(Extent {
+            handle: idx,
+            serial: s.serial,
+            key: s.key,
+            start: s.start,
+            end: s.end,
+        });
         plan.purge.push(idx);
         self.release(idx);
     }
@@ -193,7 +204,14 @@ impl SessionAssigner {
     fn alloc(&mut self, key: u32, start: i64, end: i64) -> u32 {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let s = Sess { serial, key, start, end, alive: true, ..Default::default() };
+        let s = Sess {
+            serial,
+            key,
+            start,
+            end,
+            alive: true,
+            ..Default::default()
+        };
         let idx = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = s;
@@ -369,7 +387,13 @@ impl SessionAssigner {
         for idx in std::mem::take(&mut self.touched) {
             let s = self.slab[idx as usize];
             if s.alive {
-                plan.extents.push(Extent { handle: idx, serial: s.serial, key: s.key, start: s.start, end: s.end });
+                plan.extents.push(Extent {
+                    handle: idx,
+                    serial: s.serial,
+                    key: s.key,
+                    start: s.start,
+                    end: s.end,
+                });
                 if lateness > 0 && !s.fired {
                     self.fire_timers.push(s.end - 1, idx, s.serial);
                 }
@@ -413,7 +437,11 @@ pub struct SessionStore {
 impl SessionStore {
     /// An empty store for `ncols` value columns; `want_m2` says whether variances are requested.
     pub fn new(ncols: usize, want_m2: bool) -> Self {
-        SessionStore { ncols, want_m2, ..Default::default() }
+        SessionStore {
+            ncols,
+            want_m2,
+            ..Default::default()
+        }
     }
 
     /// Sessions currently held.
@@ -497,7 +525,11 @@ impl SessionStore {
             if self.alive[f] {
                 if self.emitted[f] != NONE {
                     out.merged.push((self.serial[f], self.serial[i]));
-                    self.emitted[i] = if self.emitted[i] == NONE { self.emitted[f] } else { self.emitted[i].max(self.emitted[f]) };
+                    self.emitted[i] = if self.emitted[i] == NONE {
+                        self.emitted[f]
+                    } else {
+                        self.emitted[i].max(self.emitted[f])
+                    };
                 }
                 let cols: Vec<ColPartial> = self.cols[f * n..(f + 1) * n].to_vec();
                 self.add(i, self.count[f], &cols);
@@ -535,15 +567,33 @@ impl SessionStore {
         }
         emit.sort_unstable();
         emit.dedup();
-        emit.sort_unstable_by_key(|&h| (self.start[h as usize], keys.rank(self.key[h as usize]), self.serial[h as usize]));
+        emit.sort_unstable_by_key(|&h| {
+            (
+                self.start[h as usize],
+                keys.rank(self.key[h as usize]),
+                self.serial[h as usize],
+            )
+        });
         out.reserve(emit.len());
         for h in emit {
             let h = h as usize;
-            let rev = if self.emitted[h] == NONE { 0 } else { self.emitted[h] + 1 };
+            let rev = if self.emitted[h] == NONE {
+                0
+            } else {
+                self.emitted[h] + 1
+            };
             self.emitted[h] = rev;
             self.dirty[h] = false;
             if self.count[h] > 0 {
-                out.push(self.key[h], self.start[h], self.end[h], rev, self.count[h], &self.cols[h * n..(h + 1) * n], self.serial[h]);
+                out.push(
+                    self.key[h],
+                    self.start[h],
+                    self.end[h],
+                    rev,
+                    self.count[h],
+                    &self.cols[h * n..(h + 1) * n],
+                    self.serial[h],
+                );
             }
         }
         for &h in &plan.purge {

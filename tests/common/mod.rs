@@ -287,6 +287,7 @@ impl Run {
             batch_size: self.batch,
             threads: 2,
             pipelined: self.pipelined,
+            ..PipelineConfig::default()
         }
     }
 }
