@@ -462,6 +462,23 @@ pub fn agg_column_names(value_cols: &[String], aggs: &Aggregates) -> Vec<String>
         .collect()
 }
 
+/// The model's output columns: `prediction` and `model_version` for forecasts, plus
+/// `anomaly_score` for anomaly detection; `probability` and `model_version` for classification.
+pub fn ml_columns(ml: &crate::ml::MlOutput, task: crate::ml::Task) -> Vec<Column> {
+    use crate::ml::Task;
+    let n = ml.model_version.len();
+    let version = Column::new("model_version".into(), ml.model_version.clone());
+    match task {
+        Task::Forecast => vec![f64_column("prediction".into(), n, |i| ml.prediction[i]), version],
+        Task::Anomaly => vec![
+            f64_column("prediction".into(), n, |i| ml.prediction[i]),
+            f64_column("anomaly_score".into(), n, |i| ml.score[i]),
+            version,
+        ],
+        Task::Classify => vec![f64_column("probability".into(), n, |i| ml.score[i]), version],
+    }
+}
+
 /// Output taken from a pipeline as DataFrames.
 #[derive(Clone, Debug)]
 pub struct Frames {

@@ -28,6 +28,7 @@ pub mod batch;
 pub mod error;
 pub mod generator;
 pub mod io;
+pub mod ml;
 pub mod output;
 pub mod pipeline;
 pub mod stream;

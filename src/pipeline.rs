@@ -51,6 +51,10 @@ pub struct PipelineConfig {
     pub time_column: String,
     /// Key column of pushed DataFrames (`None`: one global group).
     pub key_column: Option<String>,
+    /// Online learning on the closed windows (none by default).
+    pub model: Option<crate::ml::MlConfig>,
+    /// Start the model from one saved by [`Pipeline::save_model`].
+    pub model_in: Option<std::path::PathBuf>,
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +72,8 @@ impl Default for PipelineConfig {
             pipelined: true,
             time_column: "ts".into(),
             key_column: Some("key".into()),
+            model: None,
+            model_in: None,
         }
     }
 }
@@ -194,6 +200,17 @@ impl PipelineBuilder {
         self.config.key_kind = KeyKind::None;
         self
     }
+    /// Online learning on the closed windows: each window is scored by the model, then used to
+    /// train it (see [`crate::ml`]).
+    pub fn model(mut self, m: crate::ml::MlConfig) -> Self {
+        self.config.model = Some(m);
+        self
+    }
+    /// Starts the model from one saved with [`Pipeline::save_model`].
+    pub fn model_from(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.model_in = Some(path.into());
+        self
+    }
     /// Replaces the whole configuration.
     pub fn config(mut self, c: PipelineConfig) -> Self {
         self.config = c;
@@ -266,6 +283,8 @@ pub struct Metrics {
     pub backend: StageTimes,
     /// Seconds spent merging partials, firing and purging windows.
     pub store_s: f64,
+    /// Seconds spent in the model (scoring and training).
+    pub ml_s: f64,
 }
 
 /// One batch on its way from the first stage (assign + reduce) to the window store.
@@ -326,6 +345,8 @@ pub struct Output {
     pub rows: WindowRows,
     /// Late events.
     pub late: LateEvents,
+    /// Model outputs aligned with `rows`, when the pipeline has a model.
+    pub ml: Option<crate::ml::MlOutput>,
 }
 
 /// An event-time window aggregation pipeline. See [`PipelineBuilder`] for an example.
@@ -350,6 +371,7 @@ pub struct Pipeline {
     batch_size: usize,
     /// How the key column is written back to DataFrames (set by the first pushed frame).
     pub(crate) key_output: Option<crate::io::KeyOutput>,
+    model: Option<crate::ml::OnlineModel>,
 }
 
 impl Pipeline {
@@ -370,6 +392,21 @@ impl Pipeline {
         config.validate()?;
         let ncols = config.value_columns.len();
         let lateness = config.allowed_lateness.as_millis();
+        let model = match (&config.model, &config.model_in) {
+            (Some(m), Some(path)) => Some(crate::ml::OnlineModel::load(
+                m.clone(),
+                &config.value_columns,
+                &config.aggregates,
+                path,
+            )?),
+            (Some(m), None) => Some(crate::ml::OnlineModel::new(
+                m.clone(),
+                &config.value_columns,
+                &config.aggregates,
+            )?),
+            (None, Some(_)) => return Err(Error::config("a model file was given but no model task (--model)")),
+            (None, None) => None,
+        };
         let assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
         let backend_kind = backend.kind();
         let backend_desc = backend.describe();
@@ -431,6 +468,7 @@ impl Pipeline {
             slots: vec![],
             batch_size,
             key_output: None,
+            model,
             config,
         })
     }
@@ -751,21 +789,46 @@ impl Pipeline {
             return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
         }
         self.drain(false)?;
-        Ok(self.take_output())
+        self.take_output()
     }
 
     /// Waits for every batch in flight, then takes the output so far.
     pub fn flush(&mut self) -> Result<Output> {
         self.check_open()?;
         self.drain(true)?;
-        Ok(self.take_output())
+        self.take_output()
     }
 
-    fn take_output(&mut self) -> Output {
+    fn take_output(&mut self) -> Result<Output> {
         let ncols = self.config.value_columns.len();
-        Output {
-            rows: std::mem::replace(&mut self.rows, WindowRows::new(ncols)),
+        let rows = std::mem::replace(&mut self.rows, WindowRows::new(ncols));
+        let ml = match &mut self.model {
+            Some(m) => {
+                let t0 = Instant::now();
+                let res = m.process(&rows, self.dict.values());
+                self.metrics.ml_s += t0.elapsed().as_secs_f64();
+                Some(self.record_failure(res)?)
+            }
+            None => None,
+        };
+        Ok(Output {
+            rows,
             late: self.late.take(),
+            ml,
+        })
+    }
+
+    /// The model's prequential metrics, when the pipeline has a model.
+    pub fn model_report(&self) -> Option<crate::ml::MlReport> {
+        self.model.as_ref().map(|m| m.report())
+    }
+
+    /// Saves the model (weights, optimiser state, running statistics, per-key history) so that
+    /// a later pipeline built with [`PipelineBuilder::model_from`] continues from it.
+    pub fn save_model(&self, path: &std::path::Path) -> Result<()> {
+        match &self.model {
+            Some(m) => m.save(path, self.dict.values()),
+            None => Err(Error::config("this pipeline has no model to save")),
         }
     }
 
@@ -792,7 +855,7 @@ impl Pipeline {
                 let _ = h.join();
             }
         }
-        Ok(self.take_output())
+        self.take_output()
     }
 }
 

@@ -108,6 +108,46 @@ struct RunArgs {
     /// Also print the time spent in each phase (read, aggregate, write) and pipeline stage.
     #[arg(long)]
     verbose: bool,
+    #[command(flatten)]
+    ml: MlArgs,
+}
+
+/// Online learning on the closed windows.
+#[derive(Args, Debug)]
+struct MlArgs {
+    /// TASK:KIND with TASK forecast|anomaly|classify and KIND linear|mlp (e.g. forecast:mlp).
+    #[arg(long)]
+    model: Option<String>,
+    /// Forecast/anomaly target: count or an output column such as mean_value.
+    #[arg(long)]
+    target: Option<String>,
+    /// Classify: the label column (aggregated per window by max; > 0.5 is positive).
+    #[arg(long = "label-col")]
+    label_col: Option<String>,
+    /// Windows of history per input (default 8 for forecast/anomaly, 1 for classify).
+    #[arg(long)]
+    history: Option<usize>,
+    /// Hidden layer sizes of the MLP.
+    #[arg(long, default_value = "32,32", value_delimiter = ',')]
+    hidden: Vec<usize>,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Training mini-batch size (windows).
+    #[arg(long = "train-batch", default_value_t = 32)]
+    train_batch: usize,
+    /// Save the trained model here (weights; .adam and .json files beside it).
+    #[arg(long = "model-out")]
+    model_out: Option<PathBuf>,
+    /// Start from a model saved with --model-out.
+    #[arg(long = "model-in")]
+    model_in: Option<PathBuf>,
+    /// Write the model's metrics as JSON here.
+    #[arg(long = "metrics-output")]
+    metrics_output: Option<PathBuf>,
+    /// Where the model runs: auto | cpu | gpu (default: the aggregation backend's choice).
+    #[arg(long = "model-backend")]
+    model_backend: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -225,7 +265,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     if let Some(l) = &a.late_output {
         io::Format::of(l)?;
     }
-    let value_cols: Vec<String> = a
+    let mut value_cols: Vec<String> = a
         .value_cols
         .iter()
         .map(|s| s.trim().to_string())
@@ -233,6 +273,11 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         .collect();
     if value_cols.is_empty() {
         bail!("--value-cols names no column");
+    }
+    let mut aggs = aggs;
+    let ml_cfg = ml_config(&a.ml, backend, &mut value_cols, &mut aggs)?;
+    if (a.ml.model_out.is_some() || a.ml.model_in.is_some() || a.ml.metrics_output.is_some()) && ml_cfg.is_none() {
+        bail!("--model-out, --model-in and --metrics-output need --model");
     }
     let cols = InputColumns {
         time: a.time_col.clone(),
@@ -252,7 +297,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let source = a.input.display().to_string();
     let key_out = io::check_schema(&df, &cols, &source)?;
 
-    let mut pipeline = Pipeline::builder()
+    let pipeline = Pipeline::builder()
         .window(window)
         .watermark_delay(delay)
         .allowed_lateness(lateness)
@@ -261,11 +306,29 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         .key_kind(key_out.kind())
         .backend(backend)
         .batch_size(a.batch_size)
-        .threads(a.threads)
-        .build()?;
+        .threads(a.threads);
+    let mut pipeline = match &ml_cfg {
+        Some(m) => {
+            let b = pipeline.model(m.clone());
+            match &a.ml.model_in {
+                Some(p) => b.model_from(p),
+                None => b,
+            }
+        }
+        None => pipeline,
+    }
+    .build()?;
     if !a.quiet {
         eprintln!("backend: {}", pipeline.backend_reason());
+        if let Some(r) = pipeline.model_report() {
+            eprintln!(
+                "model: {} on {}",
+                ml_cfg.as_ref().map(|m| format!("{}", m.model.task)).unwrap_or_default(),
+                r.backend
+            );
+        }
     }
+    let mut ml_out = fenestra::ml::MlOutput::default();
     let n = df.height();
     let pb = progress(n as u64, "events", a.quiet);
     let mut rows = WindowRows::new(value_cols.len());
@@ -280,18 +343,25 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         let out = pipeline.poll()?;
         rows.append(&out.rows);
         append_late(&mut late, out.late);
+        append_ml(&mut ml_out, out.ml);
         offset += len;
         pb.set_position(offset as u64);
     }
     let out = pipeline.finish()?;
     rows.append(&out.rows);
     append_late(&mut late, out.late);
+    append_ml(&mut ml_out, out.ml);
     pb.finish_and_clear();
 
     let agg_s = t_start.elapsed().as_secs_f64() - read_s;
     let t_write = Instant::now();
     let n_rows = rows.len();
     let mut frame = io::rows_to_frame(rows, pipeline.keys().values(), &key_out, &value_cols, &aggs)?;
+    if let Some(m) = &ml_cfg {
+        for c in io::ml_columns(&ml_out, m.model.task) {
+            frame.with_column(c)?;
+        }
+    }
     let frame_s = t_write.elapsed().as_secs_f64();
     io::write_frame(&mut frame, &a.output)?;
     let write_s = t_write.elapsed().as_secs_f64() - frame_s;
@@ -303,6 +373,30 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             "note: {} late events were counted but not written; pass --late-output FILE to keep them",
             late.len()
         );
+    }
+    if let Some(path) = &a.ml.model_out {
+        pipeline.save_model(path)?;
+    }
+    if let Some(report) = pipeline.model_report() {
+        let text = serde_json::to_string_pretty(&report)?;
+        if let Some(path) = &a.ml.metrics_output {
+            write_atomic(path, text.as_bytes())?;
+        }
+        if !a.quiet {
+            let quality = match (report.mae, report.auc) {
+                (Some(mae), _) => format!("MAE {mae:.4}, RMSE {:.4}", report.rmse.unwrap_or(f64::NAN)),
+                (None, auc) => format!(
+                    "log-loss {:.4}, accuracy {:.4}, AUC {}",
+                    report.logloss.unwrap_or(f64::NAN),
+                    report.accuracy.unwrap_or(f64::NAN),
+                    auc.map(|a| format!("{a:.4}")).unwrap_or("-".into())
+                ),
+            };
+            eprintln!(
+                "model {}: {} samples scored, {quality}, train {:.0} samples/s, infer {:.0} samples/s on {}",
+                report.task, report.samples, report.train_samples_per_sec, report.infer_samples_per_sec, report.backend
+            );
+        }
     }
     let m = pipeline.metrics();
     let secs = t_start.elapsed().as_secs_f64();
@@ -322,6 +416,62 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn append_ml(acc: &mut fenestra::ml::MlOutput, more: Option<fenestra::ml::MlOutput>) {
+    if let Some(m) = more {
+        acc.prediction.extend(m.prediction);
+        acc.score.extend(m.score);
+        acc.model_version.extend(m.model_version);
+    }
+}
+
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("fenestra.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write '{}'", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write '{}'", path.display()))?;
+    Ok(())
+}
+
+/// The model settings from the command line; a label column and the max aggregate it needs are
+/// added when missing.
+fn ml_config(
+    a: &MlArgs,
+    backend: BackendChoice,
+    value_cols: &mut Vec<String>,
+    aggs: &mut Aggregates,
+) -> Result<Option<fenestra::ml::MlConfig>> {
+    use fenestra::ml::{MlConfig, ModelSpec, Task};
+    let Some(model) = &a.model else { return Ok(None) };
+    let model: ModelSpec = model.parse()?;
+    if model.task == Task::Classify {
+        let Some(label) = &a.label_col else {
+            bail!("--model classify:... needs --label-col")
+        };
+        if !value_cols.contains(label) {
+            value_cols.push(label.clone());
+        }
+        if !aggs.kinds().contains(&fenestra::AggKind::Max) {
+            let mut k = aggs.kinds().to_vec();
+            k.push(fenestra::AggKind::Max);
+            *aggs = Aggregates::new(k);
+        }
+    }
+    let model_backend = match &a.model_backend {
+        Some(b) => b.parse()?,
+        None => backend,
+    };
+    Ok(Some(MlConfig {
+        model,
+        target: a.target.clone(),
+        label: a.label_col.clone(),
+        history: a.history.unwrap_or(if model.task == Task::Classify { 1 } else { 8 }),
+        hidden: a.hidden.clone(),
+        lr: a.lr,
+        batch: a.train_batch,
+        backend: model_backend,
+        ..MlConfig::default()
+    }))
 }
 
 fn append_late(acc: &mut fenestra::LateEvents, more: fenestra::LateEvents) {
