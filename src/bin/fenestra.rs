@@ -145,6 +145,9 @@ struct MlArgs {
     /// Write the model's metrics as JSON here.
     #[arg(long = "metrics-output")]
     metrics_output: Option<PathBuf>,
+    /// Features per window, comma-separated (default: log_count and every aggregate).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
     /// Where the model runs: auto | cpu | gpu (default: the aggregation backend's choice).
     #[arg(long = "model-backend")]
     model_backend: Option<String>,
@@ -469,6 +472,7 @@ fn ml_config(
         hidden: a.hidden.clone(),
         lr: a.lr,
         batch: a.train_batch,
+        features: a.features.clone(),
         backend: model_backend,
         ..MlConfig::default()
     }))

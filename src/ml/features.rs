@@ -14,6 +14,8 @@ pub struct FeatureSpec {
     /// `(value column index, aggregate)` of every feature after `log_count`.
     #[serde(skip)]
     parts: Vec<(usize, AggKind)>,
+    #[serde(skip)]
+    log_count: bool,
 }
 
 impl FeatureSpec {
@@ -31,7 +33,34 @@ impl FeatureSpec {
                 parts.push((c, k));
             }
         }
-        FeatureSpec { names, parts }
+        FeatureSpec { names, parts, log_count: true }
+    }
+
+    /// Keeps only the named features (in the order given); an unknown name is an error that
+    /// lists the available ones.
+    pub fn select(mut self, names: &[String]) -> Result<Self> {
+        let mut keep_names = vec![];
+        let mut keep_parts = vec![];
+        let mut log_count = false;
+        for n in names {
+            match self.names.iter().position(|x| x == n) {
+                Some(0) => log_count = true,
+                Some(i) => {
+                    keep_names.push(n.clone());
+                    keep_parts.push(self.parts[i - 1]);
+                }
+                None => {
+                    return Err(Error::Model(format!("unknown feature '{n}'; available: {}", self.names.join(", "))));
+                }
+            }
+        }
+        if keep_names.is_empty() && !log_count {
+            return Err(Error::Model("no features selected".into()));
+        }
+        self.names = if log_count { std::iter::once("log_count".to_string()).chain(keep_names).collect() } else { keep_names };
+        self.parts = keep_parts;
+        self.log_count = log_count;
+        Ok(self)
     }
 
     /// Number of features.
@@ -47,7 +76,9 @@ impl FeatureSpec {
     /// The raw feature vector of row `r` (nulls become 0).
     pub fn extract(&self, rows: &WindowRows, r: usize, out: &mut Vec<f64>) {
         out.clear();
-        out.push((rows.count[r] as f64).ln_1p());
+        if self.log_count {
+            out.push((rows.count[r] as f64).ln_1p());
+        }
         for &(c, k) in &self.parts {
             let v = rows.value(r, c, k).unwrap_or(0.0);
             out.push(if v.is_finite() { v } else { 0.0 });
@@ -180,6 +211,28 @@ impl History {
             }
         }
         true
+    }
+
+    /// The forecasting input of `key`: each feature of each history window minus that feature's
+    /// mean over the key's history, divided by the feature's running deviation (per-key
+    /// centring: the model learns the shape of a key's recent past, not its level). Stored
+    /// vectors hold `features` values and then the window's target; returns the mean target of
+    /// the history (the level a prediction is relative to), or `None` without a full history.
+    pub fn input_centred(&self, key: u32, stats: &[Running], features: usize, out: &mut Vec<f32>) -> Option<f64> {
+        let h = self.per_key.get(&key).filter(|h| h.len() >= self.len)?;
+        let n = h.len() as f64;
+        let mut means = vec![0.0; features + 1];
+        for f in h {
+            for (m, x) in means.iter_mut().zip(f) {
+                *m += x / n;
+            }
+        }
+        for f in h {
+            for j in 0..features {
+                out.push(((f[j] - means[j]) / stats[j].std()).clamp(-50.0, 50.0) as f32);
+            }
+        }
+        Some(means[features])
     }
 
     /// Keys with any history.

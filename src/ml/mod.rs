@@ -115,6 +115,8 @@ pub struct MlConfig {
     pub lr: f64,
     /// Mini-batch size for training (default 32).
     pub batch: usize,
+    /// Features to use, by name (`log_count`, `mean_value`, ...); all by default.
+    pub features: Option<Vec<String>>,
     /// Seed of the weight initialisation.
     pub seed: u64,
     /// Where the model runs (`auto` follows the adapter: wgpu on a hardware GPU, flex otherwise).
@@ -134,6 +136,7 @@ impl Default for MlConfig {
             hidden: vec![32, 32],
             lr: 1e-3,
             batch: 32,
+            features: None,
             seed: 7,
             backend: BackendChoice::Auto,
         }
@@ -263,7 +266,10 @@ impl OnlineModel {
             }
             _ => None,
         };
-        let spec = FeatureSpec::new(value_columns, aggs, label);
+        let mut spec = FeatureSpec::new(value_columns, aggs, label);
+        if let Some(names) = &cfg.features {
+            spec = spec.select(names)?;
+        }
         let (target, target_name) = match task {
             Task::Classify => (None, None),
             _ => {
@@ -355,11 +361,17 @@ impl OnlineModel {
             }
         }
         // Test: score every row whose key has a full history, with the current model.
+        let nf = self.spec.len();
         let mut xs: Vec<f32> = Vec::with_capacity(group.len() * d);
-        let mut scored: Vec<usize> = vec![];
+        let mut scored: Vec<(usize, f64)> = vec![];
         for &r in group {
-            if self.history.input(rows.key[r], &self.stats, &mut xs) {
-                scored.push(r);
+            let key = rows.key[r];
+            if classify {
+                if self.history.input(key, &self.stats, &mut xs) {
+                    scored.push((r, 0.0));
+                }
+            } else if let Some(level) = self.history.input_centred(key, &self.stats, nf, &mut xs) {
+                scored.push((r, level));
             }
         }
         let t0 = Instant::now();
@@ -369,7 +381,7 @@ impl OnlineModel {
         let version = self.learner.steps;
         let mut ys: Vec<f32> = Vec::with_capacity(scored.len());
         let mut train_x: Vec<f32> = Vec::with_capacity(xs.len());
-        for (j, &r) in scored.iter().enumerate() {
+        for (j, &(r, level)) in scored.iter().enumerate() {
             out.model_version[r] = Some(version);
             if classify {
                 let p = preds[j] as f64;
@@ -379,17 +391,17 @@ impl OnlineModel {
                 self.metrics.classification(p, label);
                 ys.push(if label { 1.0 } else { 0.0 });
             } else {
-                let pred = self.target_stats.unscale(preds[j] as f64);
+                // The model predicts the target's departure from the key's recent level.
+                let pred = level + self.target_stats.unscale(preds[j] as f64);
                 out.prediction[r] = Some(pred);
-                let Some(y) = self.target.as_ref().and_then(|t| t.value(rows, r)) else {
-                    continue;
-                };
+                let Some(y) = self.target.as_ref().and_then(|t| t.value(rows, r)) else { continue };
                 self.metrics.regression(pred, y);
                 if self.cfg.model.task == Task::Anomaly {
                     out.score[r] = Some(((y - pred) / self.resid.std()).abs());
                     self.resid.push(y - pred);
                 }
-                ys.push(self.target_stats.scale(y).clamp(-50.0, 50.0) as f32);
+                ys.push(self.target_stats.scale(y - level).clamp(-50.0, 50.0) as f32);
+                self.target_stats.push(y - level);
             }
             train_x.extend_from_slice(&xs[j * d..(j + 1) * d]);
         }
@@ -411,9 +423,8 @@ impl OnlineModel {
                 st.push(*x);
             }
             if !classify {
-                if let Some(y) = self.target.as_ref().and_then(|t| t.value(rows, r)) {
-                    self.target_stats.push(y);
-                }
+                let y = self.target.as_ref().and_then(|t| t.value(rows, r)).unwrap_or(f64::NAN);
+                self.f.push(y);
                 self.history.push(rows.key[r], &self.f);
             }
         }

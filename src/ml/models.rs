@@ -66,6 +66,9 @@ pub enum Loss {
     Logistic,
 }
 
+/// Steps after which the learning rate has fallen to `lr / sqrt(2)`.
+const DECAY_STEPS: f64 = 500.0;
+
 static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
 
 /// Whether a hardware (non-software) GPU adapter exists.
@@ -171,7 +174,10 @@ impl Learner {
             .map_err(|e| Error::Model(format!("reading the loss: {e:?}")))?;
         let grads = GradientsParams::from_grads(loss.backward(), &self.net);
         let net = std::mem::replace(&mut self.net, Net { layers: vec![] });
-        self.net = self.optim.step(self.lr, net, grads);
+        // Inverse-square-root decay after a warm start, so that the online solution settles
+        // instead of hovering at the noise level of a constant step.
+        let lr = self.lr / (1.0 + self.steps as f64 / DECAY_STEPS).sqrt();
+        self.net = self.optim.step(lr, net, grads);
         self.steps += 1;
         Ok(value)
     }
