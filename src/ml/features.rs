@@ -33,7 +33,11 @@ impl FeatureSpec {
                 parts.push((c, k));
             }
         }
-        FeatureSpec { names, parts, log_count: true }
+        FeatureSpec {
+            names,
+            parts,
+            log_count: true,
+        }
     }
 
     /// Keeps only the named features (in the order given); an unknown name is an error that
@@ -50,14 +54,21 @@ impl FeatureSpec {
                     keep_parts.push(self.parts[i - 1]);
                 }
                 None => {
-                    return Err(Error::Model(format!("unknown feature '{n}'; available: {}", self.names.join(", "))));
+                    return Err(Error::Model(format!(
+                        "unknown feature '{n}'; available: {}",
+                        self.names.join(", ")
+                    )));
                 }
             }
         }
         if keep_names.is_empty() && !log_count {
             return Err(Error::Model("no features selected".into()));
         }
-        self.names = if log_count { std::iter::once("log_count".to_string()).chain(keep_names).collect() } else { keep_names };
+        self.names = if log_count {
+            std::iter::once("log_count".to_string()).chain(keep_names).collect()
+        } else {
+            keep_names
+        };
         self.parts = keep_parts;
         self.log_count = log_count;
         Ok(self)

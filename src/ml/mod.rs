@@ -394,7 +394,9 @@ impl OnlineModel {
                 // The model predicts the target's departure from the key's recent level.
                 let pred = level + self.target_stats.unscale(preds[j] as f64);
                 out.prediction[r] = Some(pred);
-                let Some(y) = self.target.as_ref().and_then(|t| t.value(rows, r)) else { continue };
+                let Some(y) = self.target.as_ref().and_then(|t| t.value(rows, r)) else {
+                    continue;
+                };
                 self.metrics.regression(pred, y);
                 if self.cfg.model.task == Task::Anomaly {
                     out.score[r] = Some(((y - pred) / self.resid.std()).abs());

@@ -84,9 +84,17 @@ fn hardware_gpu() -> bool {
 }
 
 fn wgpu_device() -> Result<Device> {
-    WGPU.get_or_init(|| Device::wgpu_options().init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| Error::NoAdapter(format!("burn's wgpu runtime could not start: {e}")))
+    WGPU.get_or_init(|| match Device::wgpu_options().init() {
+        Ok(d) => Ok(d),
+        // Something (burn's default device, e.g. restoring optimiser state) started the runtime
+        // first: use it.
+        Err(e) if e.to_string().contains("already initialized") => {
+            Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+        }
+        Err(e) => Err(e.to_string()),
+    })
+    .clone()
+    .map_err(|e| Error::NoAdapter(format!("burn's wgpu runtime could not start: {e}")))
 }
 
 /// The device for a backend choice: `gpu` = wgpu (an error without an adapter), `cpu` and
