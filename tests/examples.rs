@@ -6,6 +6,8 @@ mod auction_hot_items;
 mod clickstream_sessions;
 #[path = "../examples/embedded_service.rs"]
 mod embedded_service;
+#[path = "../examples/sensor_anomalies.rs"]
+mod sensor_anomalies;
 
 #[test]
 fn clickstream_sessions_example() {
@@ -20,4 +22,9 @@ fn auction_hot_items_example() {
 #[test]
 fn embedded_service_example() {
     embedded_service::run().unwrap();
+}
+
+#[test]
+fn sensor_anomalies_example() {
+    sensor_anomalies::run().unwrap();
 }

@@ -43,6 +43,10 @@ pub enum Task {
     Classify,
 }
 
+/// Anomaly scores above this (in residual standard deviations) mark a window as anomalous: it is
+/// not learned from and does not enter its key's history.
+pub const ANOMALY_GATE: f64 = 4.0;
+
 /// The model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -380,6 +384,7 @@ impl OnlineModel {
         self.infer_n += scored.len() as u64;
         let version = self.learner.steps;
         let mut ys: Vec<f32> = Vec::with_capacity(scored.len());
+        let mut gated: Vec<usize> = vec![];
         let mut train_x: Vec<f32> = Vec::with_capacity(xs.len());
         for (j, &(r, level)) in scored.iter().enumerate() {
             out.model_version[r] = Some(version);
@@ -399,7 +404,14 @@ impl OnlineModel {
                 };
                 self.metrics.regression(pred, y);
                 if self.cfg.model.task == Task::Anomaly {
-                    out.score[r] = Some(((y - pred) / self.resid.std()).abs());
+                    let z = ((y - pred) / self.resid.std()).abs();
+                    out.score[r] = Some(z);
+                    if self.resid.n >= 30 && z > ANOMALY_GATE {
+                        // Keep a flagged window out of training, the residual statistics and the
+                        // key's history, so one fault does not make its successors look faulty.
+                        gated.push(r);
+                        continue;
+                    }
                     self.resid.push(y - pred);
                 }
                 ys.push(self.target_stats.scale(y - level).clamp(-50.0, 50.0) as f32);
@@ -424,7 +436,7 @@ impl OnlineModel {
             for (st, x) in self.stats.iter_mut().zip(&self.f) {
                 st.push(*x);
             }
-            if !classify {
+            if !classify && !gated.contains(&r) {
                 let y = self.target.as_ref().and_then(|t| t.value(rows, r)).unwrap_or(f64::NAN);
                 self.f.push(y);
                 self.history.push(rows.key[r], &self.f);
