@@ -148,6 +148,9 @@ struct MlArgs {
     /// Features per window, comma-separated (default: log_count and every aggregate).
     #[arg(long, value_delimiter = ',')]
     features: Option<Vec<String>>,
+    /// Anomaly: keep windows scoring above this many deviations out of the forecast history.
+    #[arg(long = "anomaly-gate")]
+    anomaly_gate: Option<f64>,
     /// Where the model runs: auto | cpu | gpu (default: the aggregation backend's choice).
     #[arg(long = "model-backend")]
     model_backend: Option<String>,
@@ -473,6 +476,7 @@ fn ml_config(
         lr: a.lr,
         batch: a.train_batch,
         features: a.features.clone(),
+        anomaly_gate: a.anomaly_gate,
         backend: model_backend,
         ..MlConfig::default()
     }))

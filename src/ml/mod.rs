@@ -43,9 +43,8 @@ pub enum Task {
     Classify,
 }
 
-/// Anomaly scores above this (in residual standard deviations) mark a window as anomalous: it is
-/// not learned from and does not enter its key's history.
-pub const ANOMALY_GATE: f64 = 4.0;
+/// Consecutive windows of one key that may be kept out as anomalous.
+pub const MAX_GATED_RUN: u8 = 3;
 
 /// The model family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -119,6 +118,11 @@ pub struct MlConfig {
     pub lr: f64,
     /// Mini-batch size for training (default 32).
     pub batch: usize,
+    /// Anomaly: windows scoring above this many residual deviations are kept out of their key's
+    /// history and the residual statistics (at most [`MAX_GATED_RUN`] in a row), so that one
+    /// fault does not make the following windows look anomalous. Off by default; useful when
+    /// faults are rare, short level shifts.
+    pub anomaly_gate: Option<f64>,
     /// Features to use, by name (`log_count`, `mean_value`, ...); all by default.
     pub features: Option<Vec<String>>,
     /// Seed of the weight initialisation.
@@ -141,6 +145,7 @@ impl Default for MlConfig {
             lr: 1e-3,
             batch: 32,
             features: None,
+            anomaly_gate: None,
             seed: 7,
             backend: BackendChoice::Auto,
         }
@@ -238,6 +243,7 @@ pub struct OnlineModel {
     infer_s: f64,
     infer_n: u64,
     f: Vec<f64>,
+    gated_run: std::collections::HashMap<u32, u8>,
 }
 
 impl OnlineModel {
@@ -315,6 +321,7 @@ impl OnlineModel {
             infer_s: 0.0,
             infer_n: 0,
             f: vec![],
+            gated_run: Default::default(),
         })
     }
 
@@ -406,13 +413,18 @@ impl OnlineModel {
                 if self.cfg.model.task == Task::Anomaly {
                     let z = ((y - pred) / self.resid.std()).abs();
                     out.score[r] = Some(z);
-                    if self.resid.n >= 30 && z > ANOMALY_GATE {
-                        // Keep a flagged window out of training, the residual statistics and the
-                        // key's history, so one fault does not make its successors look faulty.
+                    let run = self.gated_run.entry(rows.key[r]).or_insert(0);
+                    let gate = self.cfg.anomaly_gate.unwrap_or(f64::INFINITY);
+                    if self.resid.n >= 200 && z > gate && *run < MAX_GATED_RUN {
+                        // Keep a flagged window out of the residual statistics and the key's
+                        // history, so one fault does not make its successors look faulty. A level
+                        // that persists for MAX_GATED_RUN windows is taken as the new normal.
+                        *run += 1;
                         gated.push(r);
-                        continue;
+                    } else {
+                        *run = 0;
+                        self.resid.push(y - pred);
                     }
-                    self.resid.push(y - pred);
                 }
                 ys.push(self.target_stats.scale(y - level).clamp(-50.0, 50.0) as f32);
                 self.target_stats.push(y - level);
