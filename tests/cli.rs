@@ -431,3 +431,211 @@ fn gpu_and_cpu_give_the_same_rows() {
         }
     }
 }
+
+#[test]
+fn model_flags_write_predictions_metrics_and_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = generate(d, "events.parquet", &[]);
+    let out = p(d, "out.parquet");
+    let model = p(d, "model");
+    let metrics = p(d, "metrics.json");
+    let o = run(&[
+        "run",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--window",
+        "tumble:100ms",
+        "--backend",
+        "cpu",
+        "--model",
+        "forecast:mlp",
+        "--target",
+        "mean_value",
+        "--history",
+        "4",
+        "--hidden",
+        "16,8",
+        "--lr",
+        "1e-3",
+        "--model-out",
+        s(&model),
+        "--metrics-output",
+        s(&metrics),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let res = read(&out);
+    let cols = names(&res);
+    assert_eq!(&cols[cols.len() - 2..], &["prediction", "model_version"]);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    for k in [
+        "task",
+        "samples",
+        "mae",
+        "rmse",
+        "train_samples_per_sec",
+        "infer_samples_per_sec",
+        "backend",
+    ] {
+        assert!(m.get(k).is_some(), "metrics lack {k}: {m}");
+    }
+    assert_eq!(m["task"], "forecast");
+    assert!(m["samples"].as_u64().unwrap() > 100);
+    let predicted = res
+        .column("prediction")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .flatten()
+        .count() as u64;
+    assert_eq!(
+        predicted,
+        m["samples"].as_u64().unwrap(),
+        "one prediction per scored window"
+    );
+    let files: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "model.bpk") && p(d, "model.json").exists() && p(d, "model.adam").exists(),
+        "{files:?}"
+    );
+
+    // continue from the saved model: the version keeps counting
+    let out2 = p(d, "out2.parquet");
+    let args = [
+        "run",
+        "--input",
+        s(&input),
+        "--output",
+        s(&out2),
+        "--window",
+        "tumble:100ms",
+        "--backend",
+        "cpu",
+        "--model",
+        "forecast:mlp",
+        "--history",
+        "4",
+        "--hidden",
+        "16,8",
+        "--model-in",
+        s(&model),
+    ];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = read(&out2)
+        .column("model_version")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .iter()
+        .flatten()
+        .min()
+        .unwrap();
+    assert!(
+        v >= m["model_version"].as_u64().unwrap(),
+        "a loaded model starts at version {v}"
+    );
+
+    // a model with another shape or other features is refused, and nothing is written
+    let out3 = p(d, "out3.parquet");
+    expect_failure(
+        &[
+            "run",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out3),
+            "--window",
+            "tumble:100ms",
+            "--backend",
+            "cpu",
+            "--model",
+            "forecast:mlp",
+            "--history",
+            "4",
+            "--hidden",
+            "16,8",
+            "--aggs",
+            "count,mean",
+            "--model-in",
+            s(&model),
+        ],
+        "trained with features",
+        &[&out3],
+    );
+    expect_failure(
+        &[
+            "run",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out3),
+            "--window",
+            "tumble:100ms",
+            "--model",
+            "predict:mlp",
+        ],
+        "TASK:KIND",
+        &[&out3],
+    );
+    expect_failure(
+        &[
+            "run",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out3),
+            "--window",
+            "tumble:100ms",
+            "--model",
+            "forecast:linear",
+            "--target",
+            "median_value",
+        ],
+        "target 'median_value'",
+        &[&out3],
+    );
+
+    // classification with a label column
+    let labelled = p(d, "labelled.csv");
+    let mut text = String::from("ts,key,value,label\n");
+    for i in 0..4000i64 {
+        let k = i % 8;
+        let v = (k as f64) * 10.0 + (i % 7) as f64;
+        text.push_str(&format!("{},{k},{v},{}\n", i * 5, if k >= 4 { 1 } else { 0 }));
+    }
+    write_csv(&labelled, &text);
+    let out4 = p(d, "out4.csv");
+    let metrics4 = p(d, "m4.json");
+    let o = run(&[
+        "run",
+        "--input",
+        s(&labelled),
+        "--output",
+        s(&out4),
+        "--window",
+        "tumble:200ms",
+        "--backend",
+        "cpu",
+        "--model",
+        "classify:linear",
+        "--label-col",
+        "label",
+        "--lr",
+        "0.05",
+        "--metrics-output",
+        s(&metrics4),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics4).unwrap()).unwrap();
+    for k in ["logloss", "accuracy", "auc"] {
+        assert!(m.get(k).is_some(), "metrics lack {k}: {m}");
+    }
+    assert!(names(&read(&out4)).contains(&"probability"));
+}

@@ -136,7 +136,8 @@ struct MlArgs {
     /// Training mini-batch size (windows).
     #[arg(long = "train-batch", default_value_t = 32)]
     train_batch: usize,
-    /// Save the trained model here (weights; .adam and .json files beside it).
+    /// Save the trained model here: weights (burnpack; `.bpk` is appended when FILE has no
+    /// extension), optimiser state FILE.adam and metadata FILE.json.
     #[arg(long = "model-out")]
     model_out: Option<PathBuf>,
     /// Start from a model saved with --model-out.
