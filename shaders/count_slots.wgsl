@@ -7,20 +7,7 @@
 
 #include "shared/slot_table.wgsl"
 
-struct Params {
-    n_events: u32,
-    n_sorted: u32,
-    num_slots: u32,
-    col: u32,
-    len: u32,
-    chunk: u32,
-    stride: u32,
-    ncols: u32,
-    one: f32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
+#include "shared/params.wgsl"
 
 @group(0) @binding(0) var<storage, read> slots: array<u32>;
 @group(0) @binding(1) var<storage, read_write> counts: array<atomic<u32>>;

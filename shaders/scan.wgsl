@@ -5,20 +5,7 @@
 // Bindings: 0 data: array<u32> (read_write), 1 sums: array<u32>, 2 params (uniform; `len`).
 // CPU mirror: backend/gpu/mirror.rs `exclusive_scan`.
 
-struct Params {
-    n_events: u32,
-    n_sorted: u32,
-    num_slots: u32,
-    col: u32,
-    len: u32,
-    chunk: u32,
-    stride: u32,
-    ncols: u32,
-    one: f32,
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-}
+#include "shared/params.wgsl"
 
 const WG: u32 = 256u;
 const PER: u32 = 4u;

@@ -22,6 +22,8 @@
 //! # Ok::<(), fenestra::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod agg;
 pub mod backend;
 pub mod batch;

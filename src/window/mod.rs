@@ -25,6 +25,12 @@ use crate::output::WindowRows;
 use panes::{PaneAssigner, PanePlan, PaneStore};
 use session::{SessionAssigner, SessionPlan, SessionStore};
 
+/// `end - 1 + lateness`: the watermark at which a window ending at `end` is purged.
+#[inline]
+pub fn cleanup_time(end: i64, lateness: i64) -> i64 {
+    end.saturating_sub(1).saturating_add(lateness)
+}
+
 /// What the assigner hands the store for one batch.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {

@@ -14,6 +14,7 @@
 //! to; the cost per emitted row is one merge per pane.
 
 use super::spec::PaneLayout;
+use super::cleanup_time;
 use super::watermark::Watermark;
 use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT};
@@ -22,12 +23,6 @@ use crate::output::WindowRows;
 use std::collections::{BTreeMap, BTreeSet};
 
 const NONE: u32 = u32::MAX;
-
-/// `end - 1 + lateness`, the watermark at which a window ending at `end` is purged.
-#[inline]
-fn cleanup_time(end: i64, lateness: i64) -> i64 {
-    end.saturating_sub(1).saturating_add(lateness)
-}
 
 /// A watermark point inside a batch where windows fire or are purged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -16,6 +16,7 @@
 //! already past cleanup (`ts + gap - 1 + L <= W`) and it touches no kept session of its key. A
 //! session is purged once `end - 1 + L <= W`; a later event near it starts a new session.
 
+use super::cleanup_time;
 use super::watermark::Watermark;
 use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT};
@@ -24,11 +25,6 @@ use crate::output::WindowRows;
 use std::collections::BTreeMap;
 
 const NONE: u32 = u32::MAX;
-
-#[inline]
-fn cleanup_time(end: i64, lateness: i64) -> i64 {
-    end.saturating_sub(1).saturating_add(lateness)
-}
 
 /// A session's extent as of the end of a batch (or its purge).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
