@@ -35,11 +35,18 @@ fn work(n: usize, keys: u32, zipf: f64, panes: u32) -> Work {
         slots.push(*ids.entry((k, pane)).or_insert(next));
         values.push((rng.next_f64() * 1_000_000.0).floor() / 1000.0);
     }
-    Work { num_slots: ids.len(), slots, values: vec![values] }
+    Work {
+        num_slots: ids.len(),
+        slots,
+        values: vec![values],
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let n: usize = std::env::var("FENESTRA_BENCH_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(4_000_000);
+    let n: usize = std::env::var("FENESTRA_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4_000_000);
     let mut gpu = match GpuBackend::new(AdapterPreference::AnyIncludingSoftware) {
         Ok(g) => {
             println!("adapter: {}", g.describe());
@@ -57,9 +64,18 @@ fn bench(c: &mut Criterion) {
     for (layout, panes) in [("tumble", 2u32), ("hop", 20u32)] {
         for zipf in [0.0, 1.1] {
             let w = work(n, 10_000, zipf, panes);
-            let dist = if zipf > 0.0 { "zipf1.1".to_string() } else { "uniform".into() };
+            let dist = if zipf > 0.0 {
+                "zipf1.1".to_string()
+            } else {
+                "uniform".into()
+            };
             let id = format!("{layout}/{dist}/10000keys/{}slots/{n}events", w.num_slots);
-            let batch = SlotBatch { slots: &w.slots, values: &w.values, num_slots: w.num_slots, want_m2: false };
+            let batch = SlotBatch {
+                slots: &w.slots,
+                values: &w.values,
+                num_slots: w.num_slots,
+                want_m2: false,
+            };
             let mut out = Partials::default();
             g.bench_with_input(BenchmarkId::new("cpu_reduce", &id), &batch, |b, batch| {
                 b.iter(|| cpu.reduce(batch, 1, &mut out).expect("cpu"))
@@ -70,7 +86,11 @@ fn bench(c: &mut Criterion) {
                     b.iter(|| gpu.reduce(batch, 1, &mut out).expect("gpu"))
                 });
                 let after = gpu.stage_times();
-                let (u, k, r) = (after.upload_s - before.upload_s, after.kernel_s - before.kernel_s, after.readback_s - before.readback_s);
+                let (u, k, r) = (
+                    after.upload_s - before.upload_s,
+                    after.kernel_s - before.kernel_s,
+                    after.readback_s - before.readback_s,
+                );
                 let total = u + k + r;
                 println!(
                     "gpu {id}: upload {:.0}%, kernels+transfers {:.0}%, read-back {:.0}% of {total:.2} s",

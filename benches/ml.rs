@@ -5,9 +5,9 @@
 //! sample at a time, as River learns), so the ratio shows what batching on a tensor backend buys.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fenestra::BackendChoice;
 use fenestra::generator::Rng;
 use fenestra::ml::models::{Learner, Loss, device_for};
-use fenestra::BackendChoice;
 
 const D: usize = 8 * 6;
 const BATCH: usize = 32;
@@ -15,7 +15,9 @@ const BATCH: usize = 32;
 fn data(n: usize) -> (Vec<f32>, Vec<f32>) {
     let mut rng = Rng::new(1);
     let x: Vec<f32> = (0..n * D).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
-    let y: Vec<f32> = (0..n).map(|i| x[i * D..(i + 1) * D].iter().take(8).sum::<f32>() * 0.3).collect();
+    let y: Vec<f32> = (0..n)
+        .map(|i| x[i * D..(i + 1) * D].iter().take(8).sum::<f32>() * 0.3)
+        .collect();
     (x, y)
 }
 
@@ -34,16 +36,20 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ml");
     g.sample_size(10);
     g.throughput(Throughput::Elements(n as u64));
-    g.bench_function(BenchmarkId::new("baseline_sgd_one_sample", format!("{D}features/{n}samples")), |b| {
-        let mut w = vec![0f32; D];
-        b.iter(|| {
-            for i in 0..n {
-                sgd_one(&mut w, &x[i * D..(i + 1) * D], y[i], 1e-3);
-            }
-        })
-    });
+    g.bench_function(
+        BenchmarkId::new("baseline_sgd_one_sample", format!("{D}features/{n}samples")),
+        |b| {
+            let mut w = vec![0f32; D];
+            b.iter(|| {
+                for i in 0..n {
+                    sgd_one(&mut w, &x[i * D..(i + 1) * D], y[i], 1e-3);
+                }
+            })
+        },
+    );
     let mut backends = vec![BackendChoice::Cpu];
-    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_ok() {
+    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_ok()
+    {
         backends.push(BackendChoice::Gpu);
     } else {
         println!("skipped: no adapter (GPU model benches)");
@@ -56,7 +62,9 @@ fn bench(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("train", &id), |b| {
                 b.iter(|| {
                     for s in (0..n).step_by(BATCH) {
-                        learner.train(&x[s * D..(s + BATCH) * D], &y[s..s + BATCH], BATCH).expect("train");
+                        learner
+                            .train(&x[s * D..(s + BATCH) * D], &y[s..s + BATCH], BATCH)
+                            .expect("train");
                     }
                 })
             });

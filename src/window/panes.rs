@@ -13,8 +13,8 @@
 //! its end. The cost per event is one pane update whatever the number of windows an event belongs
 //! to; the cost per emitted row is one merge per pane.
 
-use super::spec::PaneLayout;
 use super::cleanup_time;
+use super::spec::PaneLayout;
 use super::watermark::Watermark;
 use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT};

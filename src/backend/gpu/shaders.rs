@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 /// Every shader file, by its path under `shaders/`.
 pub const FILES: &[(&str, &str)] = &[
     (
+        "shared/params.wgsl",
+        include_str!("../../../shaders/shared/params.wgsl"),
+    ),
+    (
         "shared/record.wgsl",
         include_str!("../../../shaders/shared/record.wgsl"),
     ),
