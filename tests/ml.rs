@@ -125,7 +125,7 @@ fn run(
         version: vec![],
         report: p.model_report().unwrap(),
     };
-    let mut take = |p: &Pipeline, out: fenestra::Output, r: &mut Run| {
+    let take = |p: &Pipeline, out: fenestra::Output, r: &mut Run| {
         let ml = out.ml.unwrap();
         for i in 0..out.rows.len() {
             r.key.push(p.keys().int_value(out.rows.key[i]).unwrap());

@@ -418,8 +418,16 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     );
     if a.verbose {
         eprintln!(
-            "phases (s): read {read_s:.3}, aggregate {agg_s:.3} (ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}), build output {frame_s:.3}, write {write_s:.3}",
-            m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s
+            "phases (s): read {read_s:.3}, aggregate {agg_s:.3} (ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}, ml {:.3}), build output {frame_s:.3}, write {write_s:.3}",
+            m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s, m.ml_s
+        );
+        eprintln!(
+            "metrics: {} batches, windows fired {}, revisions {}, final watermark {}, open window states {}",
+            m.batches,
+            m.windows_fired,
+            m.revisions,
+            if m.watermark == i64::MAX { "+inf".to_string() } else { m.watermark.to_string() },
+            m.open_states
         );
     }
     Ok(())
