@@ -240,7 +240,15 @@ fn heavy_disorder() {
 fn window_state_stays_bounded_on_a_long_stream() {
     // 400k events over 400 s of event time, 50 keys: the state held must not grow with time.
     for spec in ["tumble:1s", "hop:5s:1s", "session:20ms"] {
-        let data = stream(&Shape { n: 400_000, keys: 50, per_ms: 1, disorder: 200, late_fraction: 0.01, seed: 13, ..Default::default() });
+        let data = stream(&Shape {
+            n: 400_000,
+            keys: 50,
+            per_ms: 1,
+            disorder: 200,
+            late_fraction: 0.01,
+            seed: 13,
+            ..Default::default()
+        });
         let mut run = Run::new(spec, 200, 300);
         run.batch = 10_000;
         let mut p = fenestra::Pipeline::new(run.config(1, BackendChoice::Cpu)).unwrap();
@@ -248,7 +256,8 @@ fn window_state_stays_bounded_on_a_long_stream() {
         let mut peak_early = 0u64;
         for (i, lo) in (0..data.len()).step_by(10_000).enumerate() {
             let hi = (lo + 10_000).min(data.len());
-            p.push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &[&data.values[0][lo..hi]]).unwrap();
+            p.push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &[&data.values[0][lo..hi]])
+                .unwrap();
             p.flush().unwrap();
             let open = p.metrics().open_states;
             if i < 10 {
@@ -258,6 +267,9 @@ fn window_state_stays_bounded_on_a_long_stream() {
             }
         }
         assert!(peak_early > 0, "{spec}: no state at all?");
-        assert!(peak_late <= 2 * peak_early + 50, "{spec}: state grew from {peak_early} to {peak_late}");
+        assert!(
+            peak_late <= 2 * peak_early + 50,
+            "{spec}: state grew from {peak_early} to {peak_late}"
+        );
     }
 }

@@ -426,7 +426,11 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             m.batches,
             m.windows_fired,
             m.revisions,
-            if m.watermark == i64::MAX { "+inf".to_string() } else { m.watermark.to_string() },
+            if m.watermark == i64::MAX {
+                "+inf".to_string()
+            } else {
+                m.watermark.to_string()
+            },
             m.open_states
         );
     }
