@@ -3,7 +3,7 @@
 // Bindings: 0 slots: array<u32> (per event; SKIP for late events), 1 counts: array<atomic<u32>>
 // (per slot, zeroed by the host), 2 params (uniform).
 // Workgroup: 256 threads, a tile of 1024 events, folded in a workgroup hash table first.
-// CPU mirror: backend/gpu/mirror.rs `count_slots`.
+// CPU mirror: backend/cpu/mirror.rs `count_slots`.
 
 #include "shared/slot_table.wgsl"
 

@@ -9,7 +9,7 @@
 // Bindings: 0 perm, 1 slots, 2 values (f64 bits as (lo, hi) u32 pairs, column-major with
 // `stride` events per column), 3 out_counts, 4 out_recs (num_slots records), 5 carry_slots,
 // 6 carry_counts, 7 carry_recs, 8 params.
-// CPU mirror: backend/gpu/mirror.rs `reduce_runs`.
+// CPU mirror: backend/cpu/mirror.rs `reduce_runs`.
 
 #include "shared/record.wgsl"
 

@@ -3,7 +3,7 @@
 // `scan_blocks` scans each block and writes the block's total to `sums[workgroup]`; the host
 // scans `sums` the same way (recursively) and `add_offsets` adds each block's offset back.
 // Bindings: 0 data: array<u32> (read_write), 1 sums: array<u32>, 2 params (uniform; `len`).
-// CPU mirror: backend/gpu/mirror.rs `exclusive_scan`.
+// CPU mirror: backend/cpu/mirror.rs `scan_blocks`, `add_offsets`.
 
 #include "shared/params.wgsl"
 

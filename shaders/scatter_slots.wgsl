@@ -6,7 +6,7 @@
 // Bindings: 0 slots, 1 offsets (exclusive scan of counts), 2 cursor: array<atomic<u32>> (zeroed),
 // 3 perm: array<u32> (n_sorted), 4 params.
 // Order within a slot is not deterministic; every later step is order-insensitive up to rounding.
-// CPU mirror: backend/gpu/mirror.rs `scatter_slots`.
+// CPU mirror: backend/cpu/mirror.rs `scatter_slots`.
 
 #include "shared/slot_table.wgsl"
 

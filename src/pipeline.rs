@@ -11,7 +11,9 @@
 //! aggregation overlap. Results are taken with [`Pipeline::poll`] and [`Pipeline::finish`].
 
 use crate::agg::Aggregates;
-use crate::backend::{self, AggBackend, BackendChoice, BackendKind, Partials, SlotBatch, StageTimes};
+use crate::backend::{
+    self, AggBackend, BackendChoice, BackendKind, BatchPolicy, Partials, SlotBatch, StageTimes, Submitted,
+};
 use crate::batch::{EventBatch, KeyDict, KeyKind, KeyOrder, KeyValues, ingest_values};
 use crate::error::{Error, Result};
 use crate::output::WindowRows;
@@ -41,8 +43,10 @@ pub struct PipelineConfig {
     pub key_kind: KeyKind,
     /// Which backend.
     pub backend: BackendChoice,
-    /// Events per micro-batch (a tuning knob; results do not depend on it).
-    pub batch_size: usize,
+    /// Events per micro-batch (a tuning knob; results do not depend on it). `None`: the
+    /// backend's preferred size ([`DEFAULT_BATCH_SIZE`] on the CPU; on the GPU the smallest size
+    /// whose fixed submit/read-back cost is under 10% of the batch time, measured at start).
+    pub batch_size: Option<usize>,
     /// CPU threads for the cpu backend (0 = all cores).
     pub threads: usize,
     /// Run the backend and window store on a worker thread.
@@ -67,7 +71,7 @@ impl Default for PipelineConfig {
             value_columns: vec!["value".into()],
             key_kind: KeyKind::Int,
             backend: BackendChoice::Auto,
-            batch_size: DEFAULT_BATCH_SIZE,
+            batch_size: None,
             threads: 0,
             pipelined: true,
             time_column: "ts".into(),
@@ -96,7 +100,7 @@ impl PipelineConfig {
                 self.allowed_lateness
             )));
         }
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             return Err(Error::config("batch size must be at least 1"));
         }
         let mut names = self.value_columns.clone();
@@ -171,9 +175,16 @@ impl PipelineBuilder {
     }
     /// Events per micro-batch.
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.config.batch_size = n;
+        self.config.batch_size = Some(n);
         self
     }
+
+    /// Leaves the micro-batch size to the backend (the default; see [`PipelineConfig::batch_size`]).
+    pub fn auto_batch_size(mut self) -> Self {
+        self.config.batch_size = None;
+        self
+    }
+
     /// CPU threads for the cpu backend (0 = all).
     pub fn threads(mut self, n: usize) -> Self {
         self.config.threads = n;
@@ -292,6 +303,22 @@ struct Work {
     plan: Plan,
     partials: Partials,
     keys_tail: KeyValues,
+    /// Slot per event (kept until the backend has completed the batch).
+    slots: Vec<u32>,
+    /// The batch's value columns (likewise).
+    values: Vec<Vec<f64>>,
+}
+
+impl Work {
+    fn new(plan: Plan, keys_tail: KeyValues) -> Work {
+        Work {
+            plan,
+            partials: Partials::default(),
+            keys_tail,
+            slots: vec![],
+            values: vec![],
+        }
+    }
 }
 
 struct Done {
@@ -366,8 +393,9 @@ pub struct Pipeline {
     failed: Option<String>,
     finished: bool,
     spare: Vec<Work>,
+    /// A batch the backend is still computing (pipelined backends: the GPU).
+    pending: Option<Work>,
     late_idx: Vec<u32>,
-    slots: Vec<u32>,
     batch_size: usize,
     /// How the key column is written back to DataFrames (set by the first pushed frame).
     pub(crate) key_output: Option<crate::io::KeyOutput>,
@@ -410,7 +438,13 @@ impl Pipeline {
         let assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
         let backend_kind = backend.kind();
         let backend_desc = backend.describe();
-        let batch_size = config.batch_size.min(backend.max_batch_events(ncols)).max(1);
+        let mut backend = backend;
+        let batch_size = match config.batch_size {
+            Some(n) => n,
+            None => backend.preferred_batch_events(ncols)?,
+        }
+        .min(backend.max_batch_events(ncols))
+        .max(1);
         let stage2 = Stage2 {
             store: Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2()),
             keys: KeyValues::new(config.key_kind),
@@ -464,8 +498,8 @@ impl Pipeline {
             failed: None,
             finished: false,
             spare: vec![],
+            pending: None,
             late_idx: vec![],
-            slots: vec![],
             batch_size,
             key_output: None,
             model,
@@ -476,6 +510,21 @@ impl Pipeline {
     /// The configuration.
     pub fn config(&self) -> &PipelineConfig {
         &self.config
+    }
+
+    /// The micro-batch size in use: the configured one, or the backend's preferred size, cut to
+    /// what the backend takes at once. Pushes larger than this are split.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// How the backend chose its batch size (the GPU: fixed cost, cost per event, share), when
+    /// the size was left to it.
+    pub fn batch_policy(&self) -> Option<BatchPolicy> {
+        if self.config.batch_size.is_some() {
+            return None;
+        }
+        self.backend.batch_policy()
     }
 
     /// The backend in use.
@@ -640,17 +689,18 @@ impl Pipeline {
             return Ok(());
         }
         let t0 = Instant::now();
-        let mut work = self.spare.pop().unwrap_or_else(|| Work {
-            plan: Plan::for_spec(&self.config.window),
-            partials: Partials::default(),
-            keys_tail: KeyValues::new(self.config.key_kind),
+        let mut work = self.spare.pop().unwrap_or_else(|| {
+            Work::new(
+                Plan::for_spec(&self.config.window),
+                KeyValues::new(self.config.key_kind),
+            )
         });
         self.late_idx.clear();
         self.assigner.assign(
             &batch.ts,
             &batch.keys,
             self.dict.len(),
-            &mut self.slots,
+            &mut work.slots,
             &mut self.late_idx,
             &mut work.plan,
         );
@@ -673,19 +723,48 @@ impl Pipeline {
         work.keys_tail = self.dict.values().tail(self.keys_sent);
         self.keys_sent = self.dict.len();
         self.metrics.assign_s += t0.elapsed().as_secs_f64();
+        work.values = batch.values;
         let slot_batch = SlotBatch {
-            slots: &self.slots,
-            values: &batch.values,
+            slots: &work.slots,
+            values: &work.values,
             num_slots: work.plan.num_slots(),
             want_m2: self.config.aggregates.needs_m2(),
         };
         let ncols = self.config.value_columns.len();
         let res = if slot_batch.num_slots > 0 {
-            self.backend.reduce(&slot_batch, ncols, &mut work.partials)
+            self.backend.submit(&slot_batch, ncols, &mut work.partials)
         } else {
             work.partials.reset(0, ncols);
-            Ok(())
+            Ok(Submitted::Ready)
         };
+        let submitted = self.record_failure(res)?;
+        // The batch before this one, if the device still has it: its turn comes first. The
+        // device meanwhile works on this one.
+        self.complete_pending()?;
+        self.metrics.backend = self.backend.stage_times();
+        match submitted {
+            Submitted::Ready => self.dispatch(work),
+            Submitted::InFlight => {
+                self.pending = Some(work);
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the batch the backend still computes, if any, and hands it to the store.
+    fn complete_pending(&mut self) -> Result<()> {
+        let Some(mut work) = self.pending.take() else {
+            return Ok(());
+        };
+        let slot_batch = SlotBatch {
+            slots: &work.slots,
+            values: &work.values,
+            num_slots: work.plan.num_slots(),
+            want_m2: self.config.aggregates.needs_m2(),
+        };
+        let res = self
+            .backend
+            .complete(&slot_batch, self.config.value_columns.len(), &mut work.partials);
         self.record_failure(res)?;
         self.metrics.backend = self.backend.stage_times();
         self.dispatch(work)
@@ -795,6 +874,7 @@ impl Pipeline {
     /// Waits for every batch in flight, then takes the output so far.
     pub fn flush(&mut self) -> Result<Output> {
         self.check_open()?;
+        self.complete_pending()?;
         self.drain(true)?;
         self.take_output()
     }
@@ -836,15 +916,11 @@ impl Pipeline {
     /// output is returned.
     pub fn finish(&mut self) -> Result<Output> {
         self.check_open()?;
+        self.complete_pending()?;
         let plan = self.assigner.finish();
         self.metrics.watermark = self.assigner.watermark();
-        let mut partials = Partials::default();
-        partials.reset(0, self.config.value_columns.len());
-        let work = Work {
-            plan,
-            partials,
-            keys_tail: self.dict.values().tail(self.keys_sent),
-        };
+        let mut work = Work::new(plan, self.dict.values().tail(self.keys_sent));
+        work.partials.reset(0, self.config.value_columns.len());
         self.keys_sent = self.dict.len();
         self.dispatch(work)?;
         self.drain(true)?;

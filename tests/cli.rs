@@ -355,6 +355,59 @@ fn bench_reports_json() {
     assert!((1500..=2100).contains(&w), "{w}");
 }
 
+/// With no `--batch-size` the GPU picks the micro-batch size from its measured fixed cost, says
+/// so, and keeps a second batch on the device while the first is read back.
+#[test]
+fn gpu_chooses_its_batch_size_and_overlaps_batches() {
+    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_err()
+    {
+        assert!(
+            std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "FENESTRA_REQUIRE_GPU=1 but no adapter"
+        );
+        eprintln!("skipped: no adapter");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = p(dir.path(), "big.parquet");
+    let o = run(&["gen", "--events", "600000", "--keys", "2000", "--output", s(&input)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut counts = vec![];
+    for backend in ["cpu", "gpu"] {
+        let out = p(dir.path(), &format!("{backend}.parquet"));
+        let o = run(&[
+            "run",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--window",
+            "hop:4s:1s",
+            "--backend",
+            backend,
+            "--verbose",
+        ]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{backend}: {err}");
+        if backend == "gpu" {
+            assert!(
+                err.contains("micro-batch:") && err.contains("chosen by the backend"),
+                "{err}"
+            );
+            let line = err.lines().find(|l| l.starts_with("metrics:")).expect("metrics line");
+            let overlapped: u64 = line
+                .split('(')
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|t| t.parse().ok())
+                .expect("overlap count");
+            assert!(overlapped > 0, "no batch overlapped on the device: {line}");
+        }
+        counts.push(read(&out).column("count").unwrap().clone());
+    }
+    assert!(counts[0].equals_missing(&counts[1]), "gpu and cpu counts differ");
+}
+
 #[test]
 fn gpu_and_cpu_give_the_same_rows() {
     if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_err()

@@ -7,8 +7,9 @@
 
 use fenestra::agg::null_value;
 use fenestra::backend::cpu::CpuBackend;
+use fenestra::backend::cpu::mirror;
 use fenestra::backend::gpu::{AdapterPreference, GpuBackend};
-use fenestra::backend::{AggBackend, Partials, SKIP_SLOT, SlotBatch, Tolerance, check_parity};
+use fenestra::backend::{AggBackend, BatchPolicy, Partials, SKIP_SLOT, SlotBatch, Submitted, Tolerance, check_parity};
 use fenestra::generator::{AliasTable, Rng};
 
 struct Case {
@@ -186,6 +187,122 @@ fn negative_control(g: &mut GpuBackend) -> Result<(), String> {
     }
 }
 
+/// Two batches in flight at once (the second uploaded while the first computes), completed in
+/// submission order, each equal to the CPU's answer; misuse is an error, not a wrong answer.
+fn pipelined_submissions(g: &mut GpuBackend) -> Result<(), String> {
+    let mut rng = Rng::new(9);
+    let batches: Vec<(Vec<u32>, usize, Vec<Vec<f64>>)> =
+        [(50_000usize, 3_000u64), (70_000, 20), (1, 1), (90_000, 60_000)]
+            .iter()
+            .map(|&(n, keys)| {
+                let raw: Vec<u32> = (0..n).map(|_| rng.below(keys) as u32).collect();
+                let (slots, s) = renumber(&raw);
+                (
+                    slots,
+                    s,
+                    vec![values(&mut rng, n, 10.0, 4.0), values(&mut rng, n, -1e3, 1.0)],
+                )
+            })
+            .collect();
+    let sb = |i: usize| SlotBatch {
+        slots: &batches[i].0,
+        values: &batches[i].2,
+        num_slots: batches[i].1,
+        want_m2: true,
+    };
+    let expect = |i: usize| reduce(&mut CpuBackend::new(1), &batches[i].0, &batches[i].2, batches[i].1);
+    let before = g.stage_times();
+    let mut outs: Vec<Partials> = (0..batches.len()).map(|_| Partials::default()).collect();
+    let st = |r: fenestra::Result<Submitted>| r.map_err(|e| e.to_string());
+    if st(g.submit(&sb(0), 2, &mut outs[0]))? != Submitted::InFlight {
+        return Err("the GPU answered a batch synchronously".into());
+    }
+    st(g.submit(&sb(1), 2, &mut outs[1]))?;
+    if g.submit(&sb(2), 2, &mut outs[2]).is_ok() {
+        return Err("a third batch in flight was accepted".into());
+    }
+    if g.reduce(&sb(2), 2, &mut outs[2]).is_ok() {
+        return Err("reduce() while batches are in flight was accepted".into());
+    }
+    for i in 0..batches.len() {
+        g.complete(&sb(i), 2, &mut outs[i])
+            .map_err(|e| format!("complete {i}: {e}"))?;
+        check_parity(&outs[i], &expect(i)?, Tolerance::GPU).map_err(|e| format!("batch {i}: {e}"))?;
+        if i + 2 < batches.len() {
+            st(g.submit(&sb(i + 2), 2, &mut outs[i + 2]))?;
+        }
+    }
+    if g.complete(&sb(0), 2, &mut outs[0]).is_ok() {
+        return Err("complete() with nothing in flight was accepted".into());
+    }
+    let after = g.stage_times();
+    if after.batches - before.batches != batches.len() as u64 || after.overlapped - before.overlapped < 3 {
+        return Err(format!("stage counters: {before:?} -> {after:?}"));
+    }
+    Ok(())
+}
+
+/// The device against its CPU mirror (`backend::cpu::mirror`, the same algorithm step by step).
+fn device_matches_its_cpu_mirror(g: &mut GpuBackend) -> Result<(), String> {
+    let mut rng = Rng::new(10);
+    let t = AliasTable::zipf(5_000, 1.1);
+    for n in [1usize, 1023, 1025, 200_000] {
+        let raw: Vec<u32> = (0..n)
+            .map(|_| {
+                if rng.below(50) == 0 {
+                    SKIP_SLOT
+                } else {
+                    t.sample(&mut rng)
+                }
+            })
+            .collect();
+        let (slots, s) = renumber(&raw);
+        let v = vec![values(&mut rng, n, 1e5, 3.0)];
+        let batch = SlotBatch {
+            slots: &slots,
+            values: &v,
+            num_slots: s,
+            want_m2: true,
+        };
+        let mut m = Partials::default();
+        mirror::reduce_sorted(&batch, 1, &mut m).map_err(|e| e.to_string())?;
+        let d = reduce(g, &slots, &v, s)?;
+        check_parity(&d, &m, Tolerance::GPU).map_err(|e| format!("n={n}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The batch-size policy: measured costs are positive and the chosen size keeps the fixed
+/// share of a batch under 10% (or is the largest batch the device takes).
+fn batch_policy(g: &mut GpuBackend) -> Result<(), String> {
+    let p = g.calibrate(1).map_err(|e| e.to_string())?;
+    let max = g.max_batch_events(1);
+    println!(
+        "    batch policy: fixed {:.3} ms, {:.2} ns/event -> {} events, fixed share {:.1}%",
+        p.fixed_s * 1e3,
+        p.per_event_s * 1e9,
+        p.batch_events,
+        p.fixed_share * 100.0
+    );
+    if !(p.fixed_s > 0.0 && p.per_event_s > 0.0) {
+        return Err(format!("costs not measured: {p:?}"));
+    }
+    if !p.batch_events.is_power_of_two() || p.batch_events < 1 << 16 || p.batch_events > max {
+        return Err(format!("batch size {} outside [65536, {max}]", p.batch_events));
+    }
+    if p.fixed_share > BatchPolicy::MAX_FIXED_SHARE && p.batch_events != max {
+        return Err(format!(
+            "fixed share {} above 10% below the maximum batch",
+            p.fixed_share
+        ));
+    }
+    let again = g.preferred_batch_events(1).map_err(|e| e.to_string())?;
+    if again != p.batch_events {
+        return Err("the policy changed on a second call".into());
+    }
+    Ok(())
+}
+
 fn main() {
     let cases = [
         Case {
@@ -223,6 +340,18 @@ fn main() {
         Case {
             name: "negative_control",
             run: negative_control,
+        },
+        Case {
+            name: "pipelined_submissions",
+            run: pipelined_submissions,
+        },
+        Case {
+            name: "device_matches_its_cpu_mirror",
+            run: device_matches_its_cpu_mirror,
+        },
+        Case {
+            name: "batch_policy",
+            run: batch_policy,
         },
     ];
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();

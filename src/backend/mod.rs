@@ -87,14 +87,23 @@ impl Partials {
 }
 
 /// Time spent in each stage of a backend, for metrics and benchmarks.
+///
+/// On a pipelined backend (the GPU with [`AggBackend::submit`]) the device works on one batch
+/// while the host uploads the next, so `kernel_s` is the time the host *waited* for the device
+/// (zero when the overlap hides the kernels completely); the synchronous [`AggBackend::reduce`]
+/// measures kernels alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct StageTimes {
     /// Host → device transfers (GPU) or input preparation, seconds.
     pub upload_s: f64,
-    /// Reduction kernels, seconds.
+    /// Reduction kernels (or waiting for them, when pipelined), seconds.
     pub kernel_s: f64,
     /// Device → host transfers, seconds.
     pub readback_s: f64,
+    /// Batches reduced.
+    pub batches: u64,
+    /// Batches that were submitted while another was still in flight on the device.
+    pub overlapped: u64,
 }
 
 impl StageTimes {
@@ -103,6 +112,58 @@ impl StageTimes {
         self.upload_s += other.upload_s;
         self.kernel_s += other.kernel_s;
         self.readback_s += other.readback_s;
+        self.batches += other.batches;
+        self.overlapped += other.overlapped;
+    }
+}
+
+/// What [`AggBackend::submit`] did with a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// The result is already in `out`.
+    Ready,
+    /// The device is working on it; take it with [`AggBackend::complete`].
+    InFlight,
+}
+
+/// How a backend chose its micro-batch size: the fixed cost of one batch (submit, synchronise,
+/// read back) against the cost per event, so that the fixed part stays below
+/// [`BatchPolicy::MAX_FIXED_SHARE`] of a batch's time.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct BatchPolicy {
+    /// Seconds one batch costs whatever its size (measured with a one-event batch).
+    pub fixed_s: f64,
+    /// Seconds per event beyond the fixed cost (measured with a large batch).
+    pub per_event_s: f64,
+    /// The chosen micro-batch size, events.
+    pub batch_events: usize,
+    /// `fixed_s / (fixed_s + batch_events * per_event_s)`: the share of a batch's time that is
+    /// fixed cost at the chosen size.
+    pub fixed_share: f64,
+}
+
+impl BatchPolicy {
+    /// The largest share of a batch's time the fixed cost may take.
+    pub const MAX_FIXED_SHARE: f64 = 0.10;
+
+    /// The smallest batch (a power of two in `[min, max]`) whose fixed share is at most
+    /// [`Self::MAX_FIXED_SHARE`]; `max` when none is small enough.
+    pub fn choose(fixed_s: f64, per_event_s: f64, min: usize, max: usize) -> BatchPolicy {
+        let fixed_s = fixed_s.max(0.0);
+        let per_event_s = per_event_s.max(1e-15);
+        let share = |n: usize| fixed_s / (fixed_s + n as f64 * per_event_s);
+        let min = min.max(1).next_power_of_two();
+        let mut n = min;
+        while n < max && share(n) > Self::MAX_FIXED_SHARE {
+            n = n.saturating_mul(2);
+        }
+        let n = n.min(max.max(1));
+        BatchPolicy {
+            fixed_s,
+            per_event_s,
+            batch_events: n,
+            fixed_share: share(n),
+        }
     }
 }
 
@@ -130,6 +191,39 @@ pub trait AggBackend: Send {
     /// pipeline cuts its micro-batches to fit.
     fn max_batch_events(&self, _ncols: usize) -> usize {
         usize::MAX
+    }
+
+    /// The micro-batch size the backend works best with when the user sets none. The GPU
+    /// measures its fixed per-batch cost once and picks a size by [`BatchPolicy::choose`].
+    fn preferred_batch_events(&mut self, _ncols: usize) -> Result<usize> {
+        Ok(crate::pipeline::DEFAULT_BATCH_SIZE)
+    }
+
+    /// How the preferred batch size was chosen, once [`Self::preferred_batch_events`] has run
+    /// (backends without a per-batch fixed cost have none).
+    fn batch_policy(&self) -> Option<BatchPolicy> {
+        None
+    }
+
+    /// Starts reducing `batch`. A synchronous backend reduces into `out` at once and returns
+    /// [`Submitted::Ready`] (the default). A pipelined backend uploads and dispatches, returns
+    /// [`Submitted::InFlight`], and hands the result out later through [`Self::complete`], so
+    /// the device works while the host prepares the next batch. At most
+    /// [`Self::max_in_flight`] batches may be in flight at once.
+    fn submit(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<Submitted> {
+        self.reduce(batch, ncols, out).map(|_| Submitted::Ready)
+    }
+
+    /// Completes the oldest in-flight batch into `out` (reset first). `batch` must be the batch
+    /// it was submitted with: a backend may recompute it when the device result cannot be used
+    /// (values beyond the device's range).
+    fn complete(&mut self, _batch: &SlotBatch<'_>, _ncols: usize, _out: &mut Partials) -> Result<()> {
+        Err(Error::config("complete() called with no batch in flight"))
+    }
+
+    /// How many batches may be in flight at once (0 for a synchronous backend).
+    fn max_in_flight(&self) -> usize {
+        0
     }
 }
 
@@ -327,4 +421,25 @@ pub fn check_parity(actual: &Partials, expected: &Partials, tol: Tolerance) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchPolicy;
+
+    #[test]
+    fn batch_policy_picks_the_smallest_size_under_the_fixed_share() {
+        // 2 ms fixed, 100 ns per event: 9 x 2 ms / 100 ns = 180,000 events -> 262,144.
+        let p = BatchPolicy::choose(2e-3, 1e-7, 1 << 16, 1 << 24);
+        assert_eq!(p.batch_events, 1 << 18);
+        assert!(p.fixed_share <= BatchPolicy::MAX_FIXED_SHARE);
+        let half = BatchPolicy::choose(2e-3, 1e-7, 1 << 16, 1 << 17);
+        assert_eq!(half.batch_events, 1 << 17, "capped at the device maximum");
+        assert!(half.fixed_share > BatchPolicy::MAX_FIXED_SHARE);
+        // a cheap submit keeps the minimum
+        assert_eq!(BatchPolicy::choose(1e-6, 1e-7, 1 << 16, 1 << 24).batch_events, 1 << 16);
+        // an H100-like device: 0.3 ms fixed, 0.5 ns per event -> 16M cap
+        let h = BatchPolicy::choose(3e-4, 5e-10, 1 << 16, 1 << 24);
+        assert!(h.batch_events >= 1 << 22, "{h:?}");
+    }
 }

@@ -96,9 +96,10 @@ struct RunArgs {
     /// auto | cpu | gpu | reference.
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// Events per micro-batch.
-    #[arg(long = "batch-size", default_value_t = fenestra::pipeline::DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    /// Events per micro-batch [default: chosen by the backend: 262144 on the CPU; on a GPU the
+    /// smallest size whose fixed submit/read-back cost stays under 10% of the batch time]
+    #[arg(long = "batch-size")]
+    batch_size: Option<usize>,
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -186,9 +187,10 @@ struct BenchArgs {
     /// Watermark delay (default: the disorder).
     #[arg(long = "watermark-delay")]
     watermark_delay: Option<String>,
-    /// Events per micro-batch.
-    #[arg(long = "batch-size", default_value_t = fenestra::pipeline::DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    /// Events per micro-batch [default: chosen by the backend: 262144 on the CPU; on a GPU the
+    /// smallest size whose fixed submit/read-back cost stays under 10% of the batch time]
+    #[arg(long = "batch-size")]
+    batch_size: Option<usize>,
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -312,8 +314,11 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         .value_columns(value_cols.clone())
         .key_kind(key_out.kind())
         .backend(backend)
-        .batch_size(a.batch_size)
         .threads(a.threads);
+    let pipeline = match a.batch_size {
+        Some(n) => pipeline.batch_size(n),
+        None => pipeline,
+    };
     let mut pipeline = match &ml_cfg {
         Some(m) => {
             let b = pipeline.model(m.clone());
@@ -327,6 +332,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     .build()?;
     if !a.quiet {
         eprintln!("backend: {}", pipeline.backend_reason());
+        eprintln!("micro-batch: {}", batch_line(&pipeline));
         if let Some(r) = pipeline.model_report() {
             eprintln!(
                 "model: {} on {}",
@@ -340,7 +346,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let pb = progress(n as u64, "events", a.quiet);
     let mut rows = WindowRows::new(value_cols.len());
     let mut late = fenestra::LateEvents::default();
-    let chunk = a.batch_size.max(1);
+    let chunk = pipeline.batch_size();
     let mut offset = 0usize;
     while offset < n {
         let len = chunk.min(n - offset);
@@ -422,8 +428,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s, m.ml_s
         );
         eprintln!(
-            "metrics: {} batches, windows fired {}, revisions {}, final watermark {}, open window states {}",
+            "metrics: {} batches ({} overlapped on the device), windows fired {}, revisions {}, final watermark {}, open window states {}",
             m.batches,
+            m.backend.overlapped,
             m.windows_fired,
             m.revisions,
             if m.watermark == i64::MAX {
@@ -531,23 +538,26 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     let gen_s = t_gen.elapsed().as_secs_f64();
     pb.finish_and_clear();
 
-    let mut pipeline = Pipeline::builder()
+    let pipeline = Pipeline::builder()
         .window(window)
         .watermark_delay(delay)
         .aggregates(aggs.clone())
         .value_columns(["value"])
         .key_kind(KeyKind::Int)
         .backend(backend)
-        .batch_size(a.batch_size)
-        .threads(a.threads)
-        .build()?;
+        .threads(a.threads);
+    let mut pipeline = match a.batch_size {
+        Some(n) => pipeline.batch_size(n),
+        None => pipeline,
+    }
+    .build()?;
     if !a.json {
         eprintln!("backend: {}", pipeline.backend_reason());
     }
     let pb = progress(a.events as u64, "events", a.json);
     let t0 = Instant::now();
     let mut windows = 0u64;
-    let bs = a.batch_size.max(1);
+    let bs = pipeline.batch_size();
     let mut lo = 0;
     while lo < ev.len() {
         let hi = (lo + bs).min(ev.len());
@@ -575,7 +585,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             "keys": a.keys,
             "zipf": a.zipf,
             "disorder_ms": a.disorder_ms,
-            "batch_size": a.batch_size,
+            "batch_size": pipeline.batch_size(),
+            "batch_policy": pipeline.batch_policy(),
+            "batches": m.batches,
+            "overlapped_batches": m.backend.overlapped,
             "aggs": aggs.to_string(),
             "generate_seconds": gen_s,
             "stages": {
@@ -603,6 +616,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             aggs
         );
         println!("  backend        {}", pipeline.backend_description());
+        println!("  micro-batch    {}", batch_line(&pipeline));
         println!("  generated in   {gen_s:.2} s (not timed)");
         println!("  processed in   {secs:.3} s  =>  {:.2} M events/s", eps / 1e6);
         println!("  windows        {windows} emitted, {} late events", m.late);
@@ -610,6 +624,26 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             "  stages (s)     ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}",
             m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s
         );
+        if m.backend.batches > 0 {
+            println!(
+                "  device         {} batches, {} submitted while the previous one was still on the device (kernels = time waited for it)",
+                m.backend.batches, m.backend.overlapped
+            );
+        }
     }
     Ok(())
+}
+
+/// The micro-batch size and, when the backend chose it, why.
+fn batch_line(p: &Pipeline) -> String {
+    match p.batch_policy() {
+        Some(b) => format!(
+            "{} events (chosen by the backend: fixed cost {:.2} ms per batch, {:.1} ns per event, fixed share {:.1}%)",
+            p.batch_size(),
+            b.fixed_s * 1e3,
+            b.per_event_s * 1e9,
+            b.fixed_share * 100.0
+        ),
+        None => format!("{} events", p.batch_size()),
+    }
 }

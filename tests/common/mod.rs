@@ -284,7 +284,7 @@ impl Run {
             value_columns: (0..ncols).map(|c| format!("v{c}")).collect(),
             key_kind: self.key_kind,
             backend,
-            batch_size: self.batch,
+            batch_size: Some(self.batch),
             threads: 2,
             pipelined: self.pipelined,
             ..PipelineConfig::default()

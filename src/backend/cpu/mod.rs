@@ -1,10 +1,12 @@
 //! The CPU backend: the fast fallback, multi-threaded over all cores, no per-event allocation.
 //!
 //! Each thread reduces a contiguous range of the batch into its own slot-indexed partial buffer
-//! ([`reduce::reduce_slots`], the mirror of `shaders/reduce_slots.wgsl`); the buffers are then
-//! merged slot by slot ([`reduce::merge_partials`], the mirror of `shaders/merge_partials.wgsl`).
-//! Buffers are kept between batches.
+//! ([`reduce::reduce_slots`]); the buffers are then merged slot by slot
+//! ([`reduce::merge_partials`], with the one `ColPartial::combine` every backend uses). Buffers
+//! are kept between batches. The GPU's sort-based kernels have sequential twins of the same
+//! names in [`mirror`].
 
+pub mod mirror;
 pub mod reduce;
 
 use super::{AggBackend, BackendKind, Partials, SlotBatch, StageTimes};

@@ -1,11 +1,12 @@
-//! CPU kernels, named after their WGSL twins in `shaders/`.
+//! The CPU backend's kernels: a direct reduction into slot-indexed state (a CPU has caches
+//! where a GPU has atomics, so it needs no sort). The GPU's kernels are mirrored in
+//! [`super::mirror`].
 
 use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT, SlotBatch};
 use std::ops::Range;
 
 /// Reduces events `range` of `batch` into `out` (already reset to the batch's slot count).
-/// Mirror of `shaders/reduce_slots.wgsl`.
 pub fn reduce_slots(batch: &SlotBatch<'_>, range: Range<usize>, out: &mut Partials) {
     let ncols = out.ncols;
     match (ncols, batch.want_m2) {
@@ -49,7 +50,7 @@ fn reduce_many<const M2: bool>(batch: &SlotBatch<'_>, range: Range<usize>, out: 
     }
 }
 
-/// Merges `part` into `out` slot by slot. Mirror of `shaders/merge_partials.wgsl`.
+/// Merges `part` into `out` slot by slot.
 pub fn merge_partials(out: &mut Partials, part: &Partials) {
     out.combine(part);
 }

@@ -1,8 +1,10 @@
 //! Adapter selection, pipelines, buffers and the per-batch dispatch of the GPU backend.
 
-use super::record::Record;
+use super::record::{Record, RunOutputs, assemble};
 use super::shaders;
+use crate::backend::cpu::mirror;
 use crate::backend::{AggBackend, BackendKind, Partials, SKIP_SLOT, SlotBatch, StageTimes, cpu};
+use crate::backend::{BatchPolicy, Submitted};
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,11 +20,13 @@ pub enum AdapterPreference {
 }
 
 /// Sorted positions per reduce thread.
-const CHUNK: u32 = 64;
+const CHUNK: u32 = mirror::CHUNK as u32;
 /// Events per count/scatter workgroup (`TILE` in shared/slot_table.wgsl).
-const TILE: u32 = 1024;
+const TILE: u32 = mirror::TILE as u32;
 /// Elements per scan workgroup (256 threads x 4).
-const SCAN_BLOCK: u32 = 1024;
+const SCAN_BLOCK: u32 = mirror::SCAN_BLOCK as u32;
+/// Buffer sets: one batch computes on the device while the next is uploaded.
+const DEPTH: usize = 2;
 /// Upper bound on one batch, whatever the device allows.
 const MAX_EVENTS: usize = 1 << 24;
 /// Uniform parameter blocks (dynamic offsets are 256-byte aligned).
@@ -129,6 +133,19 @@ struct Buffers {
     readback_size: u64,
 }
 
+/// A submitted batch: where its results will be and how to read them.
+struct InFlight {
+    set: usize,
+    submission: wgpu::SubmissionIndex,
+    num_slots: usize,
+    ncols: usize,
+    /// Byte offset and length of each read-back section (counts, records, carry slots, carry
+    /// counts, carry records).
+    sections: [(u64, u64); 5],
+    total: u64,
+    mapped: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
 /// The GPU aggregation backend.
 pub struct GpuBackend {
     device: wgpu::Device,
@@ -136,7 +153,12 @@ pub struct GpuBackend {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     pipes: Pipelines,
-    bufs: Option<Buffers>,
+    /// One buffer set per batch that may be in flight.
+    sets: Vec<Option<Buffers>>,
+    /// Batches submitted and not yet completed, oldest first.
+    in_flight: std::collections::VecDeque<InFlight>,
+    next_set: usize,
+    policy: Option<BatchPolicy>,
     errors: Arc<Mutex<Vec<String>>>,
     times: StageTimes,
     fallback: cpu::CpuBackend,
@@ -217,7 +239,10 @@ impl GpuBackend {
             info,
             limits,
             pipes,
-            bufs: None,
+            sets: (0..DEPTH).map(|_| None).collect(),
+            in_flight: std::collections::VecDeque::new(),
+            next_set: 0,
+            policy: None,
             errors,
             times: StageTimes::default(),
             fallback: cpu::CpuBackend::new(0),
@@ -401,8 +426,8 @@ impl GpuBackend {
         (by_values.min(by_records) as usize).min(MAX_EVENTS).max(TILE as usize)
     }
 
-    fn ensure_buffers(&mut self, n: usize, ncols: usize) -> Result<()> {
-        if let Some(b) = &self.bufs
+    fn ensure_buffers(&mut self, set: usize, n: usize, ncols: usize) -> Result<()> {
+        if let Some(b) = &self.sets[set]
             && b.cap_events >= n
             && b.ncols == ncols
         {
@@ -440,7 +465,7 @@ impl GpuBackend {
         let carry_slots_size = 2 * threads * 4;
         let carry_recs_size = 2 * threads * ncols as u64 * rec;
         let readback_size = out_counts_size + out_recs_size + 2 * carry_slots_size + carry_recs_size;
-        self.bufs = Some(Buffers {
+        self.sets[set] = Some(Buffers {
             cap_events: cap,
             ncols,
             slots: buf("slots", cap as u64 * 4, st),
@@ -465,18 +490,27 @@ impl GpuBackend {
         self.take_errors()
     }
 
-    fn run(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<bool> {
+    /// Uploads one batch into the next free buffer set, records every kernel and the copy into
+    /// the read-back buffer in one command buffer, submits it and asks for the mapping; returns
+    /// without waiting for the device.
+    fn start(&mut self, batch: &SlotBatch<'_>, ncols: usize) -> Result<()> {
+        if self.in_flight.len() >= DEPTH {
+            return Err(Error::config(format!(
+                "more than {DEPTH} batches submitted to the GPU backend without complete()"
+            )));
+        }
+        let set = self.next_set;
         let n = batch.slots.len();
         let s = batch.num_slots;
         let n_sorted = batch.slots.iter().filter(|&&x| x != SKIP_SLOT).count();
-        self.ensure_buffers(n.max(s), ncols)?;
-        let Some(b) = self.bufs.as_ref() else {
+        self.ensure_buffers(set, n.max(s), ncols)?;
+        let Some(b) = self.sets[set].as_ref() else {
             return Err(Error::Gpu("buffers missing".into()));
         };
         let t0 = Instant::now();
         let q = &self.queue;
         q.write_buffer(&b.slots, 0, bytemuck::cast_slice(batch.slots));
-        for (c, col) in batch.values.iter().enumerate() {
+        for (c, col) in batch.values.iter().take(ncols).enumerate() {
             q.write_buffer(
                 &b.values,
                 (c * b.cap_events * 8) as u64,
@@ -522,9 +556,7 @@ impl GpuBackend {
             put(scan_base + k, Params { len: *len, ..base });
         }
         q.write_buffer(&b.params, 0, &blocks);
-        let upload_s = t0.elapsed().as_secs_f64();
 
-        let t1 = Instant::now();
         let d = &self.device;
         let p = &self.pipes;
         fn ent(i: u32, buf: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
@@ -618,17 +650,24 @@ impl GpuBackend {
         }
         // Read back only what this batch wrote.
         let rec = std::mem::size_of::<Record>() as u64;
-        let sizes = [
-            (&b.out_counts, s as u64 * 4),
-            (&b.out_recs, s as u64 * ncols as u64 * rec),
-            (&b.carry_slots, 2 * threads as u64 * 4),
-            (&b.carry_counts, 2 * threads as u64 * 4),
-            (&b.carry_recs, 2 * threads as u64 * ncols as u64 * rec),
+        let sources = [
+            &b.out_counts,
+            &b.out_recs,
+            &b.carry_slots,
+            &b.carry_counts,
+            &b.carry_recs,
         ];
-        let mut offsets = vec![];
+        let lens = [
+            s as u64 * 4,
+            s as u64 * ncols as u64 * rec,
+            2 * threads as u64 * 4,
+            2 * threads as u64 * 4,
+            2 * threads as u64 * ncols as u64 * rec,
+        ];
+        let mut sections = [(0u64, 0u64); 5];
         let mut at = 0u64;
-        for (src, len) in sizes {
-            offsets.push(at);
+        for (k, (src, len)) in sources.iter().zip(lens).enumerate() {
+            sections[k] = (at, len);
             if len > 0 {
                 enc.copy_buffer_to_buffer(src, 0, &b.readback, at, len);
             }
@@ -636,79 +675,150 @@ impl GpuBackend {
         }
         debug_assert!(at <= b.readback_size);
         let total = at.max(4);
-        self.queue.submit([enc.finish()]);
-        let slice = b.readback.slice(0..total);
+        let submission = self.queue.submit([enc.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
+        b.readback.slice(0..total).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        if !self.in_flight.is_empty() {
+            self.times.overlapped += 1;
+        }
+        self.in_flight.push_back(InFlight {
+            set,
+            submission,
+            num_slots: s,
+            ncols,
+            sections,
+            total,
+            mapped: rx,
+        });
+        self.next_set = (set + 1) % DEPTH;
+        self.times.upload_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight and turns its read-back into partials; returns
+    /// whether it saw a value beyond the f32 range.
+    fn finish_oldest(&mut self, out: &mut Partials) -> Result<bool> {
+        let Some(job) = self.in_flight.pop_front() else {
+            return Err(Error::config("complete() called with no batch in flight on the GPU"));
+        };
+        let t1 = Instant::now();
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(job.submission),
+                timeout: None,
+            })
             .map_err(|e| Error::Gpu(format!("waiting for the device: {e}")))?;
-        rx.recv()
+        job.mapped
+            .recv()
             .map_err(|_| Error::Gpu("the read-back callback was dropped".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the read-back buffer: {e}")))?;
-        let kernel_s = t1.elapsed().as_secs_f64();
+        self.times.kernel_s += t1.elapsed().as_secs_f64();
         self.take_errors()?;
-
+        let Some(b) = self.sets[job.set].as_ref() else {
+            return Err(Error::Gpu("buffers missing".into()));
+        };
         let t2 = Instant::now();
-        let mut overflow = false;
-        {
+        let slice = b.readback.slice(0..job.total);
+        let overflow = {
             let view = slice
                 .get_mapped_range()
                 .map_err(|e| Error::Gpu(format!("reading back: {e}")))?;
             let bytes: &[u8] = &view;
-            let words = |i: usize, len: u64| -> &[u32] {
-                bytemuck::cast_slice(&bytes[offsets[i] as usize..(offsets[i] + len) as usize])
+            let sec = |k: usize| {
+                let (at, len) = job.sections[k];
+                &bytes[at as usize..(at + len) as usize]
             };
-            let out_counts = words(0, sizes[0].1);
-            let out_recs: &[Record] =
-                bytemuck::cast_slice(&bytes[offsets[1] as usize..(offsets[1] + sizes[1].1) as usize]);
-            let carry_slots = words(2, sizes[2].1);
-            let carry_counts = words(3, sizes[3].1);
-            let carry_recs: &[Record] =
-                bytemuck::cast_slice(&bytes[offsets[4] as usize..(offsets[4] + sizes[4].1) as usize]);
-            out.reset(s, ncols);
-            for slot in 0..s {
-                out.count[slot] = out_counts[slot] as u64;
-                for c in 0..ncols {
-                    let r = &out_recs[slot * ncols + c];
-                    overflow |= r.overflow();
-                    out.cols[slot * ncols + c] = r.to_partial();
-                }
-            }
-            // Carries come in sorted order; a slot's first carry replaces its (unwritten) entry.
-            let mut last = SKIP_SLOT;
-            for (i, &slot) in carry_slots.iter().enumerate() {
-                if slot == SKIP_SLOT {
-                    continue;
-                }
-                let si = slot as usize;
-                if si >= s {
-                    return Err(Error::Gpu(format!(
-                        "carry {i} names slot {slot}, beyond the {s} slots of the batch"
-                    )));
-                }
-                if slot != last {
-                    out.count[si] = 0;
-                    for c in 0..ncols {
-                        out.cols[si * ncols + c] = crate::agg::ColPartial::IDENTITY;
-                    }
-                    last = slot;
-                }
-                out.count[si] += carry_counts[i] as u64;
-                for c in 0..ncols {
-                    let r = &carry_recs[i * ncols + c];
-                    overflow |= r.overflow();
-                    out.cols[si * ncols + c].combine(&r.to_partial());
-                }
-            }
-        }
+            let runs = RunOutputs {
+                out_counts: bytemuck::cast_slice(sec(0)),
+                out_recs: bytemuck::cast_slice(sec(1)),
+                carry_slots: bytemuck::cast_slice(sec(2)),
+                carry_counts: bytemuck::cast_slice(sec(3)),
+                carry_recs: bytemuck::cast_slice(sec(4)),
+            };
+            assemble(&runs, job.num_slots, job.ncols, out)
+        };
         b.readback.unmap();
-        self.times.upload_s += upload_s;
-        self.times.kernel_s += kernel_s;
         self.times.readback_s += t2.elapsed().as_secs_f64();
-        Ok(overflow)
+        self.times.batches += 1;
+        overflow
+    }
+
+    /// The batch's result after the device's: recomputed in f64 on overflow, and the test hook.
+    fn finalize(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials, overflow: bool) -> Result<()> {
+        if overflow {
+            // A finite value beyond the f32 range: recompute this batch in f64.
+            self.fallback.reduce(batch, ncols, out)?;
+        }
+        if let Some(delta) = self.corrupt.take()
+            && let Some(c) = out.cols.first_mut()
+        {
+            c.sum += delta;
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, batch: &SlotBatch<'_>, ncols: usize) -> Result<()> {
+        let max = self.max_events(ncols);
+        if batch.slots.len() > max || batch.num_slots > max {
+            return Err(Error::DeviceLimit(format!(
+                "a batch of {} events is more than {} takes at once ({max})",
+                batch.slots.len(),
+                self.info.name
+            )));
+        }
+        if batch.values.len() < ncols {
+            return Err(Error::RaggedBatch(format!(
+                "{} value columns given, {ncols} expected",
+                batch.values.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Measures the fixed cost of a batch (a one-event batch, median of three) and the cost per
+    /// event (a batch of 2^16 events over 4,096 slots, best of two), and picks the micro-batch
+    /// size by [`BatchPolicy::choose`]. Runs once; later calls return the first answer.
+    pub fn calibrate(&mut self, ncols: usize) -> Result<BatchPolicy> {
+        if let Some(p) = self.policy {
+            return Ok(p);
+        }
+        if !self.in_flight.is_empty() {
+            return Err(Error::config("calibrate() while batches are in flight"));
+        }
+        let ncols = ncols.max(1);
+        let saved = self.times;
+        let time = |n: usize, slots: usize, out: &mut Partials, this: &mut Self| -> Result<f64> {
+            let ids: Vec<u32> = (0..n).map(|i| ((i * 2_654_435_761) % slots) as u32).collect();
+            let vals: Vec<Vec<f64>> = (0..ncols).map(|c| (0..n).map(|i| (i + c) as f64).collect()).collect();
+            let batch = SlotBatch {
+                slots: &ids,
+                values: &vals,
+                num_slots: slots,
+                want_m2: true,
+            };
+            let t = Instant::now();
+            this.start(&batch, ncols)?;
+            this.finish_oldest(out)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let mut out = Partials::default();
+        let big = 1usize << 16;
+        // warm-up: buffer creation and pipeline first use
+        time(big, 4096, &mut out, self)?;
+        let mut fixed = [0.0; 3];
+        for f in &mut fixed {
+            *f = time(1, 1, &mut out, self)?;
+        }
+        fixed.sort_by(f64::total_cmp);
+        let fixed_s = fixed[1];
+        let large = time(big, 4096, &mut out, self)?.min(time(big, 4096, &mut out, self)?);
+        let per_event_s = ((large - fixed_s) / big as f64).max(1e-12);
+        self.times = saved;
+        let policy = BatchPolicy::choose(fixed_s, per_event_s, 1 << 16, self.max_events(ncols));
+        self.policy = Some(policy);
+        Ok(policy)
     }
 }
 
@@ -722,29 +832,34 @@ impl AggBackend for GpuBackend {
     }
 
     fn reduce(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<()> {
-        if batch.slots.is_empty() || batch.num_slots == 0 {
-            out.reset(batch.num_slots, ncols);
-            return Ok(());
+        if !self.in_flight.is_empty() {
+            return Err(Error::config(
+                "reduce() on the GPU backend while submitted batches are not completed",
+            ));
         }
-        let max = self.max_events(ncols);
-        if batch.slots.len() > max || batch.num_slots > max {
-            return Err(Error::DeviceLimit(format!(
-                "a batch of {} events is more than {} takes at once ({max})",
-                batch.slots.len(),
-                self.info.name
-            )));
-        }
-        let overflow = self.run(batch, ncols, out)?;
-        if overflow {
-            // A finite value beyond the f32 range: recompute this batch in f64.
-            self.fallback.reduce(batch, ncols, out)?;
-        }
-        if let Some(delta) = self.corrupt.take()
-            && let Some(c) = out.cols.first_mut()
-        {
-            c.sum += delta;
+        if self.submit(batch, ncols, out)? == Submitted::InFlight {
+            self.complete(batch, ncols, out)?;
         }
         Ok(())
+    }
+
+    fn submit(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<Submitted> {
+        if batch.slots.is_empty() || batch.num_slots == 0 {
+            out.reset(batch.num_slots, ncols);
+            return Ok(Submitted::Ready);
+        }
+        self.check_size(batch, ncols)?;
+        self.start(batch, ncols)?;
+        Ok(Submitted::InFlight)
+    }
+
+    fn complete(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<()> {
+        let overflow = self.finish_oldest(out)?;
+        self.finalize(batch, ncols, out, overflow)
+    }
+
+    fn max_in_flight(&self) -> usize {
+        DEPTH
     }
 
     fn stage_times(&self) -> StageTimes {
@@ -753,5 +868,13 @@ impl AggBackend for GpuBackend {
 
     fn max_batch_events(&self, ncols: usize) -> usize {
         self.max_events(ncols)
+    }
+
+    fn preferred_batch_events(&mut self, ncols: usize) -> Result<usize> {
+        Ok(self.calibrate(ncols)?.batch_events)
+    }
+
+    fn batch_policy(&self) -> Option<BatchPolicy> {
+        self.policy
     }
 }

@@ -93,6 +93,79 @@ impl Record {
     }
 }
 
+/// The per-slot results of `reduce_runs` as the host receives them (read back from the device,
+/// or produced by the CPU mirror).
+pub struct RunOutputs<'a> {
+    /// Events per slot, for slots whose run lay within one chunk.
+    pub out_counts: &'a [u32],
+    /// `out_recs[slot * ncols + col]`, for the same slots.
+    pub out_recs: &'a [Record],
+    /// Slot of each carry (two per thread: the run at the chunk start, the run at its end), or
+    /// `SKIP_SLOT` for an unused carry.
+    pub carry_slots: &'a [u32],
+    /// Events of each carry.
+    pub carry_counts: &'a [u32],
+    /// `carry_recs[carry * ncols + col]`.
+    pub carry_recs: &'a [Record],
+}
+
+/// Turns `reduce_runs` output into f64 partials (`out` is reset to `num_slots`): slots wholly in
+/// one chunk are taken as they are; runs that cross chunk boundaries arrive as carries in sorted
+/// order and are merged in f64 (a slot's first carry replaces its unwritten entry). Returns
+/// whether a record saw a value beyond the f32 range (the batch must be recomputed in f64).
+pub fn assemble(
+    r: &RunOutputs<'_>,
+    num_slots: usize,
+    ncols: usize,
+    out: &mut crate::backend::Partials,
+) -> crate::error::Result<bool> {
+    use crate::backend::SKIP_SLOT;
+    let s = num_slots;
+    if r.out_counts.len() < s || r.out_recs.len() < s * ncols {
+        return Err(crate::error::Error::Gpu(format!(
+            "the device returned {} counts and {} records for {s} slots",
+            r.out_counts.len(),
+            r.out_recs.len()
+        )));
+    }
+    let mut overflow = false;
+    out.reset(s, ncols);
+    for slot in 0..s {
+        out.count[slot] = r.out_counts[slot] as u64;
+        for c in 0..ncols {
+            let rec = &r.out_recs[slot * ncols + c];
+            overflow |= rec.overflow();
+            out.cols[slot * ncols + c] = rec.to_partial();
+        }
+    }
+    let mut last = SKIP_SLOT;
+    for (i, &slot) in r.carry_slots.iter().enumerate() {
+        if slot == SKIP_SLOT {
+            continue;
+        }
+        let si = slot as usize;
+        if si >= s || i >= r.carry_counts.len() || (i + 1) * ncols > r.carry_recs.len() {
+            return Err(crate::error::Error::Gpu(format!(
+                "carry {i} names slot {slot}, beyond the {s} slots of the batch"
+            )));
+        }
+        if slot != last {
+            out.count[si] = 0;
+            for c in 0..ncols {
+                out.cols[si * ncols + c] = ColPartial::IDENTITY;
+            }
+            last = slot;
+        }
+        out.count[si] += r.carry_counts[i] as u64;
+        for c in 0..ncols {
+            let rec = &r.carry_recs[i * ncols + c];
+            overflow |= rec.overflow();
+            out.cols[si * ncols + c].combine(&rec.to_partial());
+        }
+    }
+    Ok(overflow)
+}
+
 /// The shader's `RunState`, for the mirror.
 #[derive(Clone, Copy, Debug)]
 pub struct RunState {
