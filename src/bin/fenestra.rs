@@ -204,6 +204,16 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(a) = &cli.command
+        && a.ml.model_in.is_some()
+        && std::env::var_os("BURN_DEVICE").is_none()
+        && !fenestra::ml::models::any_wgpu_adapter()
+    {
+        // burn restores optimiser state on its default device, which is wgpu unless BURN_DEVICE
+        // names another; with no adapter at all, the CPU backend is the only one that can.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     let res = match cli.command {
         Command::Gen(a) => cmd_gen(a),
         Command::Run(a) => cmd_run(a),

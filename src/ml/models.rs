@@ -203,7 +203,8 @@ impl Learner {
 
     /// Loads weights and optimiser state saved by [`Learner::save`] into this (same-shaped)
     /// model. burn restores optimiser state on its default device (the `BURN_DEVICE`
-    /// environment variable, else a GPU); without a GPU adapter set `BURN_DEVICE=flex`.
+    /// environment variable, else a GPU); without a GPU adapter set `BURN_DEVICE=flex` (the CLI
+    /// does so itself when it finds no adapter).
     pub fn load(mut self, path: &std::path::Path) -> Result<Self> {
         let ad = self.device.clone().autodiff();
         let template = std::mem::replace(&mut self.net, Net { layers: vec![] });
@@ -211,14 +212,7 @@ impl Learner {
         self.net = template
             .try_load_file(path)
             .map_err(|e| Error::Model(format!("loading the model '{}': {e}", path.display())))?;
-        let default_ok = std::env::var("BURN_DEVICE").is_ok() || {
-            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-                backends: wgpu::Backends::PRIMARY,
-                flags: wgpu::InstanceFlags::empty(),
-                ..wgpu::InstanceDescriptor::new_without_display_handle()
-            });
-            !pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY)).is_empty()
-        };
+        let default_ok = std::env::var("BURN_DEVICE").is_ok() || any_wgpu_adapter();
         if !default_ok {
             return Err(Error::Model(
                 "cannot restore the optimiser state: burn keeps it on its default device, which is wgpu, and no GPU adapter exists; set BURN_DEVICE=flex".into(),
@@ -230,6 +224,17 @@ impl Learner {
             .map_err(|e| Error::Model(format!("loading the optimiser state of '{}': {e}", path.display())))?;
         Ok(self)
     }
+}
+
+/// Whether wgpu finds any adapter (burn's default device needs one unless `BURN_DEVICE` says
+/// otherwise).
+pub fn any_wgpu_adapter() -> bool {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        flags: wgpu::InstanceFlags::empty(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    !pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY)).is_empty()
 }
 
 fn adam_path(path: &std::path::Path) -> std::path::PathBuf {
