@@ -87,6 +87,38 @@ impl WindowRows {
         self.lineage.push(lineage);
     }
 
+    /// Appends the first firing (revision 0, lineage 0) of window `[start, end)` for every key
+    /// in `keys`, in that order; `row(key)` is the key's row in `count` / `cols` (`ncols`
+    /// partials per row). One bulk append per column instead of one push per row.
+    pub fn extend_firing(
+        &mut self,
+        start: i64,
+        end: i64,
+        keys: &[u32],
+        count: &[u64],
+        cols: &[ColPartial],
+        row: impl Fn(u32) -> usize,
+    ) {
+        let n = keys.len();
+        let len = self.key.len();
+        self.key.extend_from_slice(keys);
+        self.start.resize(len + n, start);
+        self.end.resize(len + n, end);
+        self.revision.resize(len + n, 0);
+        self.lineage.resize(len + n, 0);
+        self.count.extend(keys.iter().map(|&k| count[row(k)]));
+        let nc = self.ncols;
+        if nc == 1 {
+            self.cols.extend(keys.iter().map(|&k| cols[row(k)]));
+        } else {
+            self.cols.reserve(n * nc);
+            for &k in keys {
+                let r = row(k);
+                self.cols.extend_from_slice(&cols[r * nc..(r + 1) * nc]);
+            }
+        }
+    }
+
     /// Appends all rows of `other`.
     pub fn append(&mut self, other: &WindowRows) {
         self.key.extend_from_slice(&other.key);

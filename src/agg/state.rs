@@ -138,6 +138,17 @@ impl ColPartial {
         self.n += other.n;
     }
 
+    /// [`Self::combine_with::<false>`] without branches (count, sum, min, max; `m2` untouched),
+    /// for hot merge loops where whether `self` is still the identity is unpredictable. The
+    /// identity needs no special case: `0 + x`, `min(MAX, k)` and `max(0, k)` are exact.
+    #[inline(always)]
+    pub fn combine_branchless(&mut self, other: &ColPartial) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
     /// The partial of a slice of values, computed directly (two-pass mean/M2); used by the
     /// reference backend as an independent numerical path.
     pub fn from_values(values: &[f64]) -> ColPartial {

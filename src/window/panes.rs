@@ -259,9 +259,34 @@ struct Pane {
     keys: Vec<u32>,
     count: Vec<u64>,
     cols: Vec<ColPartial>,
+    /// Rows `..sorted` are in key order (rows appended later, by late updates, are not).
+    sorted: usize,
 }
 
 impl Pane {
+    /// Puts the rows in key-value order (ranks never reorder existing keys, so it stays valid
+    /// as keys arrive).
+    fn sort_by_key_order(&mut self, keys: &KeyOrder, ncols: usize, scratch: &mut PaneScratch) {
+        scratch.keys.clear();
+        scratch.keys.extend_from_slice(&self.keys);
+        let index = &self.index;
+        keys.order_ids(&mut scratch.keys, |k| index.get(k as usize).is_some_and(|&r| r != NONE));
+        scratch.count.clear();
+        scratch.cols.clear();
+        for &k in &scratch.keys {
+            let r = self.index[k as usize] as usize;
+            scratch.count.push(self.count[r]);
+            scratch.cols.extend_from_slice(&self.cols[r * ncols..(r + 1) * ncols]);
+        }
+        for (r, &k) in scratch.keys.iter().enumerate() {
+            self.index[k as usize] = r as u32;
+        }
+        std::mem::swap(&mut self.keys, &mut scratch.keys);
+        std::mem::swap(&mut self.count, &mut scratch.count);
+        std::mem::swap(&mut self.cols, &mut scratch.cols);
+        self.sorted = self.keys.len();
+    }
+
     fn get(&self, key: u32) -> Option<usize> {
         self.index
             .get(key as usize)
@@ -277,13 +302,23 @@ impl Pane {
         self.keys.clear();
         self.count.clear();
         self.cols.clear();
+        self.sorted = 0;
     }
 }
 
-/// Scratch space to merge the panes of one window for every key.
+/// Scratch space to merge the panes of one window for every key, indexed by key rank (a count
+/// of 0 marks an untouched rank).
 #[derive(Clone, Debug, Default)]
 struct Accumulator {
-    index: Vec<u32>,
+    touched: Vec<u32>,
+    count: Vec<u64>,
+    cols: Vec<ColPartial>,
+    scratch: PaneScratch,
+}
+
+/// Buffers re-used when a pane is put in key order.
+#[derive(Clone, Debug, Default)]
+struct PaneScratch {
     keys: Vec<u32>,
     count: Vec<u64>,
     cols: Vec<ColPartial>,
@@ -505,7 +540,6 @@ impl PaneStore {
     /// Merges the panes of window `[start, start + size)` for every key and emits one row each,
     /// in key order.
     fn fire_window(&mut self, start: i64, keys: &KeyOrder, out: &mut WindowRows) {
-        let ncols = self.ncols;
         let end = start + self.layout.size;
         let lo = self.layout.pane_of(start);
         let hi = self.layout.pane_of(end - 1);
@@ -519,79 +553,106 @@ impl PaneStore {
             keys.order_ids(&mut self.order, |k| {
                 pane.index.get(k as usize).is_some_and(|&r| r != NONE)
             });
-            out.reserve(self.order.len());
-            for &k in &self.order {
-                let r = pane.index[k as usize] as usize;
-                out.push(
-                    k,
-                    start,
-                    end,
-                    0,
-                    pane.count[r],
-                    &pane.cols[r * ncols..(r + 1) * ncols],
-                    0,
-                );
-                if keep {
+            let index = &pane.index;
+            out.extend_firing(start, end, &self.order, &pane.count, &pane.cols, |k| {
+                index[k as usize] as usize
+            });
+            if keep {
+                for &k in &self.order {
                     self.fired.insert((start, k), 0);
                 }
             }
             return;
         }
-        if self.want_m2 {
-            self.accumulate::<true>(lo, hi);
+        let dense = if self.want_m2 {
+            self.accumulate::<true>(lo, hi, keys)
         } else {
-            self.accumulate::<false>(lo, hi);
-        }
+            self.accumulate::<false>(lo, hi, keys)
+        };
+        // The touched ranks in order: a walk over all ranks when the window holds a large share
+        // of the keys, else a sort of the touched ones.
         let acc = &mut self.acc;
+        let n = keys.len();
+        if dense || acc.touched.len() * 8 >= n {
+            acc.touched.clear();
+            acc.touched.resize(n, 0);
+            let mut m = 0;
+            for r in 0..n {
+                acc.touched[m] = r as u32;
+                m += (acc.count[r] != 0) as usize;
+            }
+            acc.touched.truncate(m);
+        } else {
+            acc.touched.sort_unstable();
+        }
         self.order.clear();
-        self.order.extend_from_slice(&acc.keys);
-        let index = &acc.index;
-        keys.order_ids(&mut self.order, |k| index.get(k as usize).is_some_and(|&a| a != NONE));
-        out.reserve(self.order.len());
-        for &k in &self.order {
-            let a = acc.index[k as usize] as usize;
-            out.push(k, start, end, 0, acc.count[a], &acc.cols[a * ncols..(a + 1) * ncols], 0);
-            if keep {
+        let sorted = keys.sorted();
+        self.order.extend(acc.touched.iter().map(|&r| sorted[r as usize]));
+        out.extend_firing(start, end, &self.order, &acc.count, &acc.cols, |k| {
+            keys.rank(k) as usize
+        });
+        if keep {
+            for &k in &self.order {
                 self.fired.insert((start, k), 0);
             }
         }
-        for &k in &acc.keys {
-            acc.index[k as usize] = NONE;
+        let ncols = self.ncols;
+        for &r in &acc.touched {
+            let r = r as usize;
+            acc.count[r] = 0;
+            acc.cols[r * ncols..(r + 1) * ncols].fill(ColPartial::IDENTITY);
         }
-        acc.keys.clear();
-        acc.count.clear();
-        acc.cols.clear();
+        acc.touched.clear();
     }
 
-    /// Merges panes `lo..=hi` into the accumulator, per key.
-    fn accumulate<const M2: bool>(&mut self, lo: i64, hi: i64) {
+    /// Merges panes `lo..=hi` into the accumulator, which is indexed by key rank. Each pane is
+    /// first put in key order (once: a pane serves `size / pane` windows), so the merge walks the
+    /// accumulator forwards instead of jumping around it. Returns whether the window is dense
+    /// (its panes' rows are a large share of all keys): then touched ranks are not tracked (the
+    /// caller walks every rank) and, without variances, the merge has no data-dependent branch.
+    fn accumulate<const M2: bool>(&mut self, lo: i64, hi: i64, keys: &KeyOrder) -> bool {
         let ncols = self.ncols;
+        let n = keys.len();
         let acc = &mut self.acc;
+        if acc.count.len() < n {
+            acc.count.resize(n, 0);
+            acc.cols.resize(n * ncols, ColPartial::IDENTITY);
+        }
+        let mut rows = 0;
+        for (_, &pi) in self.index.range(lo..=hi) {
+            let pane = &mut self.slab[pi];
+            if pane.sorted != pane.keys.len() {
+                pane.sort_by_key_order(keys, ncols, &mut acc.scratch);
+            }
+            rows += pane.keys.len();
+        }
+        let dense = rows * 4 >= n;
         for (_, &pi) in self.index.range(lo..=hi) {
             let pane = &self.slab[pi];
             for (r, &k) in pane.keys.iter().enumerate() {
-                let ki = k as usize;
-                if ki >= acc.index.len() {
-                    acc.index.resize(ki + 1, NONE);
-                }
-                let a = if acc.index[ki] == NONE {
-                    let a = acc.keys.len();
-                    acc.index[ki] = a as u32;
-                    acc.keys.push(k);
-                    acc.count.push(0);
-                    acc.cols.extend_from_slice(&pane.cols[r * ncols..(r + 1) * ncols]);
+                let a = keys.rank(k) as usize;
+                let src = &pane.cols[r * ncols..(r + 1) * ncols];
+                let dst = &mut acc.cols[a * ncols..(a + 1) * ncols];
+                if dense {
+                    acc.count[a] += pane.count[r];
+                    if M2 {
+                        combine_row::<true>(dst, src);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            d.combine_branchless(s);
+                        }
+                    }
+                } else if acc.count[a] == 0 {
+                    acc.touched.push(a as u32);
                     acc.count[a] = pane.count[r];
-                    continue;
+                    dst.copy_from_slice(src);
                 } else {
-                    acc.index[ki] as usize
-                };
-                acc.count[a] += pane.count[r];
-                combine_row::<M2>(
-                    &mut acc.cols[a * ncols..(a + 1) * ncols],
-                    &pane.cols[r * ncols..(r + 1) * ncols],
-                );
+                    acc.count[a] += pane.count[r];
+                    combine_row::<M2>(dst, src);
+                }
             }
         }
+        dense
     }
 
     /// Emits a new revision of each `(start, key)` window from its current panes, ordered by
