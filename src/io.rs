@@ -603,3 +603,377 @@ impl crate::pipeline::Pipeline {
         self.frames(out)
     }
 }
+
+/// Rows of output on their way to the writer thread.
+struct RowChunk {
+    rows: WindowRows,
+    ml: Option<crate::ml::MlOutput>,
+    keys_tail: KeyValues,
+}
+
+/// What the writer thread measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WriteTimes {
+    /// Building DataFrames from rows, seconds (on the writer thread).
+    pub build_s: f64,
+    /// Encoding and writing, seconds (on the writer thread).
+    pub write_s: f64,
+    /// Time the caller waited for the writer in [`RowFileWriter::finish`], seconds.
+    pub wait_s: f64,
+    /// Rows written.
+    pub rows: u64,
+}
+
+/// Writes window rows to a Parquet or CSV file while the stream runs: the caller hands rows over
+/// as they are emitted, and a writer thread turns them into DataFrames (DESIGN.md §4 columns,
+/// plus the model's columns when there is a model) and writes them in row groups of at least
+/// [`RowFileWriter::ROW_GROUP`] rows, so output encoding overlaps aggregation and the rows are
+/// never all held in memory. The file is written under a temporary name and renamed into place
+/// by [`RowFileWriter::finish`]; dropped unfinished or failed, it leaves nothing behind. A bounded
+/// channel gives backpressure when the disk is slower than the stream.
+pub struct RowFileWriter {
+    tx: Option<std::sync::mpsc::SyncSender<RowChunk>>,
+    handle: Option<std::thread::JoinHandle<Result<WriteTimes>>>,
+    tmp: PathBuf,
+    path: PathBuf,
+    keys_sent: usize,
+    pending: WindowRows,
+    pending_ml: Option<crate::ml::MlOutput>,
+    ncols: usize,
+}
+
+impl RowFileWriter {
+    /// Rows per row group (and per DataFrame handed to the encoder), at least.
+    pub const ROW_GROUP: usize = 1 << 18;
+
+    /// Creates the temporary file at once (so an unwritable path fails before any work) and
+    /// starts the writer thread.
+    pub fn create(
+        path: &Path,
+        key_out: KeyOutput,
+        key_kind: KeyKind,
+        value_cols: Vec<String>,
+        aggs: Aggregates,
+        task: Option<crate::ml::Task>,
+    ) -> Result<RowFileWriter> {
+        let format = Format::of(path)?;
+        let tmp = temp_path(path);
+        let file = File::create(&tmp).map_err(|e| Error::Io {
+            action: "cannot write",
+            path: tmp.clone(),
+            source: e,
+        })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RowChunk>(2);
+        let target = path.to_path_buf();
+        let ncols = value_cols.len();
+        let handle = std::thread::Builder::new()
+            .name("fenestra-writer".into())
+            .spawn(move || {
+                let werr = |e: PolarsError| Error::Polars(format!("writing '{}': {e}", target.display()));
+                let ioerr = |e: std::io::Error| Error::Io {
+                    action: "cannot write",
+                    path: target.clone(),
+                    source: e,
+                };
+                let mut keys = KeyValues::new(key_kind);
+                let mut times = WriteTimes::default();
+                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                enum Enc<'a> {
+                    None,
+                    Parquet(polars::io::parquet::write::BatchedWriter<&'a mut std::io::BufWriter<File>>),
+                    Csv(polars::io::csv::write::BatchedWriter<&'a mut std::io::BufWriter<File>>),
+                }
+                {
+                    let mut enc = Enc::None;
+                    let out_ref = &mut out;
+                    let mut out_slot = Some(out_ref);
+                    while let Ok(chunk) = rx.recv() {
+                        let t0 = std::time::Instant::now();
+                        keys.append_tail(&chunk.keys_tail);
+                        times.rows += chunk.rows.len() as u64;
+                        let mut df = rows_to_frame(chunk.rows, &keys, &key_out, &value_cols, &aggs)?;
+                        if let (Some(task), Some(ml)) = (task, &chunk.ml) {
+                            for c in ml_columns(ml, task) {
+                                df.with_column(c).map_err(Error::from)?;
+                            }
+                        }
+                        let t1 = std::time::Instant::now();
+                        times.build_s += (t1 - t0).as_secs_f64();
+                        if let Enc::None = enc {
+                            let w = out_slot.take().ok_or_else(|| Error::Polars("writer reused".into()))?;
+                            enc = match format {
+                                Format::Parquet => Enc::Parquet(
+                                    ParquetWriter::new(w)
+                                        .with_compression(ParquetCompression::Lz4Raw)
+                                        .batched(df.schema())
+                                        .map_err(werr)?,
+                                ),
+                                Format::Csv => Enc::Csv(
+                                    CsvWriter::new(w)
+                                        .include_header(true)
+                                        .batched(df.schema())
+                                        .map_err(werr)?,
+                                ),
+                            };
+                        }
+                        let h = df.height();
+                        let mut at = 0;
+                        // Row groups of ROW_GROUP rows; a short tail joins the group before it.
+                        loop {
+                            let len = if h - at < 2 * Self::ROW_GROUP {
+                                h - at
+                            } else {
+                                Self::ROW_GROUP
+                            };
+                            let part = df.slice(at as i64, len);
+                            match &mut enc {
+                                Enc::Parquet(w) => w.write_batch(&part).map_err(werr)?,
+                                Enc::Csv(w) => w.write_batch(&part).map_err(werr)?,
+                                Enc::None => {}
+                            }
+                            at += len;
+                            if at >= h {
+                                break;
+                            }
+                        }
+                        times.write_s += t1.elapsed().as_secs_f64();
+                    }
+                    let t1 = std::time::Instant::now();
+                    match &mut enc {
+                        Enc::Parquet(w) => {
+                            w.finish().map_err(werr)?;
+                        }
+                        Enc::Csv(w) => w.finish().map_err(werr)?,
+                        Enc::None => {}
+                    }
+                    times.write_s += t1.elapsed().as_secs_f64();
+                }
+                let file = out.into_inner().map_err(|e| ioerr(e.into_error()))?;
+                file.sync_all().map_err(ioerr)?;
+                Ok(times)
+            })
+            .map_err(|e| Error::config(format!("cannot start the writer thread: {e}")))?;
+        Ok(RowFileWriter {
+            tx: Some(tx),
+            handle: Some(handle),
+            tmp,
+            path: path.to_path_buf(),
+            keys_sent: 0,
+            pending: WindowRows::new(ncols),
+            pending_ml: None,
+            ncols,
+        })
+    }
+
+    /// Queues `rows` (and their model outputs, aligned) for writing; `keys` is the pipeline's
+    /// key dictionary. Rows are handed to the writer thread in chunks of at least
+    /// [`Self::ROW_GROUP`] rows; this blocks when the writer is two chunks behind.
+    pub fn write(&mut self, rows: WindowRows, ml: Option<crate::ml::MlOutput>, keys: &KeyValues) -> Result<()> {
+        if self.pending.is_empty() && self.pending.merged.is_empty() {
+            self.pending = rows;
+        } else {
+            self.pending.append(&rows);
+        }
+        if let Some(m) = ml {
+            let acc = self.pending_ml.get_or_insert_with(Default::default);
+            acc.prediction.extend(m.prediction);
+            acc.score.extend(m.score);
+            acc.model_version.extend(m.model_version);
+        }
+        if self.pending.len() >= Self::ROW_GROUP {
+            self.send(keys)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, keys: &KeyValues) -> Result<()> {
+        let chunk = RowChunk {
+            rows: std::mem::replace(&mut self.pending, WindowRows::new(self.ncols)),
+            ml: self.pending_ml.take(),
+            keys_tail: keys.tail(self.keys_sent),
+        };
+        self.keys_sent = keys.len();
+        let Some(tx) = &self.tx else {
+            return Err(Error::Closed("the output writer is closed".into()));
+        };
+        if tx.send(chunk).is_err() {
+            // The writer stopped: its error says why.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| Error::Closed("the output writer stopped".into())));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<WriteTimes> {
+        self.tx.take();
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Closed("the output writer thread panicked".into()))?,
+            None => Err(Error::Closed("the output writer already finished".into())),
+        }
+    }
+
+    /// Writes what is left, waits for the writer thread and renames the file into place.
+    pub fn finish(mut self, keys: &KeyValues) -> Result<WriteTimes> {
+        let t0 = std::time::Instant::now();
+        // Always one chunk at least, so that a job without rows still writes the header/schema.
+        let res = self.send(keys).and_then(|_| self.join()).and_then(|times| {
+            std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::Io {
+                action: "cannot write",
+                path: self.path.clone(),
+                source: e,
+            })?;
+            Ok(times)
+        });
+        if res.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        let mut times = res?;
+        times.wait_s = t0.elapsed().as_secs_f64();
+        Ok(times)
+    }
+}
+
+impl Drop for RowFileWriter {
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            let _ = self.join();
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agg::ColPartial;
+
+    fn rows(n: usize, first_key: u32) -> WindowRows {
+        let mut r = WindowRows::new(1);
+        for i in 0..n {
+            let v = i as f64 * 0.5;
+            let mut p = ColPartial::IDENTITY;
+            p.push::<true>(v);
+            p.push::<true>(v + 1.0);
+            r.push(
+                first_key + (i % 3) as u32,
+                i as i64 * 1000,
+                i as i64 * 1000 + 1000,
+                0,
+                2,
+                &[p],
+                0,
+            );
+        }
+        r
+    }
+
+    fn keys(n: usize) -> KeyValues {
+        let mut d = KeyDict::new(KeyKind::Int);
+        for k in 0..n as i64 {
+            d.encode_int(k * 10).unwrap();
+        }
+        d.values().clone()
+    }
+
+    fn writer(path: &Path) -> RowFileWriter {
+        RowFileWriter::create(
+            path,
+            KeyOutput::Int(DataType::Int64),
+            KeyKind::Int,
+            vec!["value".into()],
+            "count,sum,mean,std".parse().unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn streamed_file_equals_the_whole_frame_in_several_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(6);
+        for name in ["out.parquet", "out.csv"] {
+            let path = dir.path().join(name);
+            let mut w = writer(&path);
+            let sizes = [
+                10usize,
+                RowFileWriter::ROW_GROUP + 7,
+                0,
+                3 * RowFileWriter::ROW_GROUP,
+                5,
+            ];
+            let mut all = WindowRows::new(1);
+            for (i, &n) in sizes.iter().enumerate() {
+                let r = rows(n, (i % 2) as u32 * 3);
+                all.append(&r);
+                w.write(r, None, &keys).unwrap();
+            }
+            assert!(!path.exists(), "the file appeared before finish()");
+            let t = w.finish(&keys).unwrap();
+            assert_eq!(t.rows as usize, all.len());
+            let got = read_frame(&path).unwrap();
+            let want = rows_to_frame(
+                all,
+                &keys,
+                &KeyOutput::Int(DataType::Int64),
+                &["value".into()],
+                &"count,sum,mean,std".parse().unwrap(),
+            )
+            .unwrap();
+            assert_eq!(got.shape(), want.shape(), "{name}");
+            assert_eq!(got.get_column_names(), want.get_column_names());
+            for col in want.get_column_names() {
+                let a = got.column(col).unwrap().cast(&DataType::Float64).unwrap();
+                let b = want.column(col).unwrap().cast(&DataType::Float64).unwrap();
+                assert!(a.equals_missing(&b), "{name}: column {col} differs");
+            }
+            if name.ends_with("parquet") {
+                let meta = polars::io::parquet::read::ParquetReader::new(File::open(&path).unwrap())
+                    .get_metadata()
+                    .unwrap()
+                    .clone();
+                assert!(meta.row_groups.len() >= 3, "{} row groups", meta.row_groups.len());
+            }
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn no_rows_still_writes_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.parquet");
+        let w = writer(&path);
+        w.finish(&keys(0)).unwrap();
+        let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        assert_eq!(df.height(), 0);
+        let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+        assert_eq!(&names[..5], ["key", "window_start", "window_end", "revision", "count"]);
+        assert_eq!(&names[5..], ["sum_value", "mean_value", "std_value"]);
+    }
+
+    #[test]
+    fn dropped_unfinished_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.parquet");
+        let mut w = writer(&path);
+        w.write(rows(RowFileWriter::ROW_GROUP + 1, 0), None, &keys(3)).unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let bad = RowFileWriter::create(
+            &dir.path().join("no/such/dir/out.parquet"),
+            KeyOutput::None,
+            KeyKind::None,
+            vec![],
+            "count".parse().unwrap(),
+            None,
+        );
+        assert!(matches!(bad, Err(Error::Io { .. })));
+    }
+}

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use fenestra::backend::BackendChoice;
 use fenestra::generator::{GenConfig, generate};
 use fenestra::io::{self, InputColumns};
-use fenestra::{Aggregates, Duration, KeyKind, Pipeline, WindowRows, WindowSpec};
+use fenestra::{Aggregates, Duration, KeyKind, Pipeline, WindowSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use polars::prelude::*;
 use std::path::PathBuf;
@@ -351,10 +351,18 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             );
         }
     }
-    let mut ml_out = fenestra::ml::MlOutput::default();
     let n = df.height();
     let pb = progress(n as u64, "events", a.quiet);
-    let mut rows = WindowRows::new(value_cols.len());
+    // Rows go to a writer thread as they are emitted: encoding overlaps aggregation.
+    let mut writer = io::RowFileWriter::create(
+        &a.output,
+        key_out.clone(),
+        key_out.kind(),
+        value_cols.clone(),
+        aggs.clone(),
+        ml_cfg.as_ref().map(|m| m.model.task),
+    )?;
+    let mut n_rows = 0usize;
     let mut late = fenestra::LateEvents::default();
     let chunk = pipeline.batch_size();
     let mut offset = 0usize;
@@ -364,30 +372,20 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         let batch = io::frame_to_batch(&part, &cols, pipeline.keys_mut(), offset as u64)?;
         pipeline.push_encoded(batch)?;
         let out = pipeline.poll()?;
-        rows.append(&out.rows);
+        n_rows += out.rows.len();
+        writer.write(out.rows, out.ml, pipeline.keys().values())?;
         append_late(&mut late, out.late);
-        append_ml(&mut ml_out, out.ml);
         offset += len;
         pb.set_position(offset as u64);
     }
     let out = pipeline.finish()?;
-    rows.append(&out.rows);
+    n_rows += out.rows.len();
+    writer.write(out.rows, out.ml, pipeline.keys().values())?;
     append_late(&mut late, out.late);
-    append_ml(&mut ml_out, out.ml);
     pb.finish_and_clear();
-
     let agg_s = t_start.elapsed().as_secs_f64() - read_s;
-    let t_write = Instant::now();
-    let n_rows = rows.len();
-    let mut frame = io::rows_to_frame(rows, pipeline.keys().values(), &key_out, &value_cols, &aggs)?;
-    if let Some(m) = &ml_cfg {
-        for c in io::ml_columns(&ml_out, m.model.task) {
-            frame.with_column(c)?;
-        }
-    }
-    let frame_s = t_write.elapsed().as_secs_f64();
-    io::write_frame(&mut frame, &a.output)?;
-    let write_s = t_write.elapsed().as_secs_f64() - frame_s;
+    let wt = writer.finish(pipeline.keys().values())?;
+    let (frame_s, write_s, write_wait_s) = (wt.build_s, wt.write_s, wt.wait_s);
     if let Some(path) = &a.late_output {
         let mut lf = io::late_frame(&df, &late)?;
         io::write_frame(&mut lf, path)?;
@@ -434,7 +432,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     );
     if a.verbose {
         eprintln!(
-            "phases (s): read {read_s:.3}, aggregate {agg_s:.3} (ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}, ml {:.3}), build output {frame_s:.3}, write {write_s:.3}",
+            "phases (s): read {read_s:.3}, aggregate {agg_s:.3} (ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}, ml {:.3}), then waited {write_wait_s:.3} for the writer thread (build output {frame_s:.3}, encode+write {write_s:.3}, overlapped with aggregation)",
             m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s, m.ml_s
         );
         eprintln!(
@@ -452,14 +450,6 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn append_ml(acc: &mut fenestra::ml::MlOutput, more: Option<fenestra::ml::MlOutput>) {
-    if let Some(m) = more {
-        acc.prediction.extend(m.prediction);
-        acc.score.extend(m.score);
-        acc.model_version.extend(m.model_version);
-    }
 }
 
 fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
