@@ -180,3 +180,17 @@ impl Store {
         }
     }
 }
+
+/// Hints the CPU to bring `r`'s cache line in: the per-event loops look up state by key in
+/// arrays far larger than the L1 cache, and the keys of the next events are known in advance.
+#[inline(always)]
+pub(crate) fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect (it cannot fault, even on an invalid
+    // address), and SSE, which provides it, is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}

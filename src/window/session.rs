@@ -113,6 +113,59 @@ impl Timers {
     }
 }
 
+/// The live sessions of one key: almost always one, kept inline so that the per-event lookup
+/// touches no second allocation. A list with `swap_remove` semantics; order carries no meaning.
+#[derive(Clone, Debug)]
+struct KeySessions {
+    /// The first handle, `NONE` when the list is empty.
+    one: u32,
+    rest: Vec<u32>,
+}
+
+impl Default for KeySessions {
+    fn default() -> Self {
+        KeySessions {
+            one: NONE,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl KeySessions {
+    #[inline]
+    fn len(&self) -> usize {
+        (self.one != NONE) as usize + self.rest.len()
+    }
+
+    #[inline]
+    fn get(&self, j: usize) -> u32 {
+        if j == 0 { self.one } else { self.rest[j - 1] }
+    }
+
+    /// Removes entry `j`, moving the last entry into its place.
+    #[inline]
+    fn swap_remove(&mut self, j: usize) {
+        if j == 0 {
+            self.one = self.rest.pop().unwrap_or(NONE);
+        } else {
+            self.rest.swap_remove(j - 1);
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, h: u32) {
+        if self.one == NONE {
+            self.one = h;
+        } else {
+            self.rest.push(h);
+        }
+    }
+
+    fn position(&self, h: u32) -> Option<usize> {
+        (0..self.len()).find(|&j| self.get(j) == h)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Sess {
     serial: u64,
@@ -136,7 +189,7 @@ pub struct SessionAssigner {
     free: Vec<u32>,
     /// Handles freed in this batch, reusable from the next.
     freed: Vec<u32>,
-    by_key: Vec<Vec<u32>>,
+    by_key: Vec<KeySessions>,
     purge_timers: Timers,
     fire_timers: Timers,
     next_serial: u64,
@@ -252,14 +305,28 @@ impl SessionAssigner {
         slots.clear();
         slots.reserve(ts.len());
         if self.by_key.len() < num_keys {
-            self.by_key.resize_with(num_keys, Vec::new);
+            self.by_key.resize_with(num_keys, KeySessions::default);
         }
         let stamp = self.begin_batch();
         let gap = self.gap;
         let lateness = self.lateness;
         let mut max = self.wm.max_ts();
         let mut touching: Vec<u32> = Vec::with_capacity(4);
+        const AHEAD: usize = 16;
         for (i, (&t, &k)) in ts.iter().zip(keys).enumerate() {
+            // Two-stage prefetch: the key's session list 16 events ahead, the session it names 8
+            // events ahead (its list is in cache by then).
+            if let Some(&k2) = keys.get(i + AHEAD)
+                && let Some(ks) = self.by_key.get(k2 as usize)
+            {
+                super::prefetch(ks);
+            }
+            if let Some(&k1) = keys.get(i + AHEAD / 2)
+                && let Some(ks) = self.by_key.get(k1 as usize)
+                && let Some(s) = self.slab.get(ks.one as usize)
+            {
+                super::prefetch(s);
+            }
             let w = self.wm.from_max(max);
             max = max.max(t);
             let (own_start, own_end) = (t, t + gap);
@@ -268,7 +335,7 @@ impl SessionAssigner {
             let mut list = std::mem::take(&mut self.by_key[k as usize]);
             let mut j = 0;
             while j < list.len() {
-                let idx = list[j];
+                let idx = list.get(j);
                 let s = self.slab[idx as usize];
                 if cleanup_time(s.end, lateness) <= w {
                     self.purge(idx, plan);
@@ -306,7 +373,7 @@ impl SessionAssigner {
                     if x != survivor {
                         plan.merges.push((x, survivor));
                         self.release(x);
-                        if let Some(pos) = list.iter().position(|&y| y == x) {
+                        if let Some(pos) = list.position(x) {
                             list.swap_remove(pos);
                         }
                     }
@@ -355,7 +422,7 @@ impl SessionAssigner {
                 continue;
             }
             if let Some(list) = self.by_key.get_mut(s.key as usize)
-                && let Some(pos) = list.iter().position(|&y| y == idx)
+                && let Some(pos) = list.position(idx)
             {
                 list.swap_remove(pos);
             }
@@ -407,25 +474,49 @@ impl SessionAssigner {
     }
 }
 
-/// The window state of session windows, in plain arrays indexed by session handle.
+/// One session's state apart from its partials.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    serial: u64,
+    start: i64,
+    end: i64,
+    count: u64,
+    key: u32,
+    /// Last revision emitted, `NONE` if none yet.
+    emitted: u32,
+    /// The session this one was merged into during the current batch, `NONE` if none.
+    forward: u32,
+    alive: bool,
+    /// Updated since the last emission.
+    dirty: bool,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            serial: 0,
+            start: 0,
+            end: 0,
+            count: 0,
+            key: 0,
+            emitted: NONE,
+            forward: NONE,
+            alive: false,
+            dirty: false,
+        }
+    }
+}
+
+/// The window state of session windows, in plain arrays indexed by session handle: one record
+/// per session (a session's scalars share a cache line) and its partials beside.
 #[derive(Clone, Debug, Default)]
 pub struct SessionStore {
     ncols: usize,
     want_m2: bool,
-    alive: Vec<bool>,
-    serial: Vec<u64>,
-    key: Vec<u32>,
-    start: Vec<i64>,
-    end: Vec<i64>,
-    count: Vec<u64>,
+    meta: Vec<Meta>,
     cols: Vec<ColPartial>,
-    /// Last revision emitted, `NONE` if none yet.
-    emitted: Vec<u32>,
-    /// Updated since the last emission.
-    dirty: Vec<bool>,
     /// Emitted sessions updated since, waiting for their end to pass the watermark.
     dirty_list: Vec<u32>,
-    forward: Vec<u32>,
     forwarded: Vec<u32>,
     open: usize,
 }
@@ -446,55 +537,51 @@ impl SessionStore {
     }
 
     fn grow(&mut self, h: usize) {
-        if h < self.alive.len() {
+        if h < self.meta.len() {
             return;
         }
-        let n = (h + 1).max(self.alive.len() * 2);
-        self.alive.resize(n, false);
-        self.serial.resize(n, 0);
-        self.key.resize(n, 0);
-        self.start.resize(n, 0);
-        self.end.resize(n, 0);
-        self.count.resize(n, 0);
+        let n = (h + 1).max(self.meta.len() * 2);
+        self.meta.resize(n, Meta::default());
         self.cols.resize(n * self.ncols, ColPartial::IDENTITY);
-        self.emitted.resize(n, NONE);
-        self.dirty.resize(n, false);
-        self.forward.resize(n, NONE);
     }
 
     /// Makes `h` a live session (a fresh one if it was not).
+    #[inline]
     fn touch(&mut self, h: u32) {
         let h = h as usize;
         self.grow(h);
-        if !self.alive[h] {
-            self.alive[h] = true;
+        let m = &mut self.meta[h];
+        if !m.alive {
+            m.alive = true;
+            m.count = 0;
+            m.emitted = NONE;
+            m.dirty = false;
             self.open += 1;
-            self.count[h] = 0;
             self.cols[h * self.ncols..(h + 1) * self.ncols].fill(ColPartial::IDENTITY);
-            self.emitted[h] = NONE;
-            self.dirty[h] = false;
         }
     }
 
     fn kill(&mut self, h: usize) {
-        if self.alive[h] {
-            self.alive[h] = false;
+        if self.meta[h].alive {
+            self.meta[h].alive = false;
             self.open -= 1;
         }
     }
 
+    #[inline]
     fn resolve(&self, mut h: u32) -> u32 {
-        while let Some(&next) = self.forward.get(h as usize) {
-            if next == NONE {
+        while let Some(m) = self.meta.get(h as usize) {
+            if m.forward == NONE {
                 break;
             }
-            h = next;
+            h = m.forward;
         }
         h
     }
 
+    #[inline]
     fn add(&mut self, into: usize, count: u64, cols: &[ColPartial]) {
-        self.count[into] += count;
+        self.meta[into].count += count;
         let n = self.ncols;
         let dst = &mut self.cols[into * n..(into + 1) * n];
         if self.want_m2 {
@@ -504,11 +591,13 @@ impl SessionStore {
         }
     }
 
+    #[inline]
     fn mark_dirty(&mut self, h: usize) {
-        if !self.dirty[h] && self.emitted[h] != NONE {
+        let m = &mut self.meta[h];
+        if !m.dirty && m.emitted != NONE {
             self.dirty_list.push(h as u32);
         }
-        self.dirty[h] = true;
+        m.dirty = true;
     }
 
     /// Applies one batch and emits the sessions whose time has come.
@@ -518,77 +607,78 @@ impl SessionStore {
             let (f, i) = (from as usize, into as usize);
             self.touch(into);
             self.grow(f);
-            if self.alive[f] {
-                if self.emitted[f] != NONE {
-                    out.merged.push((self.serial[f], self.serial[i]));
-                    self.emitted[i] = if self.emitted[i] == NONE {
-                        self.emitted[f]
-                    } else {
-                        self.emitted[i].max(self.emitted[f])
-                    };
+            if self.meta[f].alive {
+                let (ef, ei) = (self.meta[f].emitted, self.meta[i].emitted);
+                if ef != NONE {
+                    out.merged.push((self.meta[f].serial, self.meta[i].serial));
+                    self.meta[i].emitted = if ei == NONE { ef } else { ei.max(ef) };
                 }
                 let cols: Vec<ColPartial> = self.cols[f * n..(f + 1) * n].to_vec();
-                self.add(i, self.count[f], &cols);
+                self.add(i, self.meta[f].count, &cols);
                 self.mark_dirty(i);
                 self.kill(f);
             }
-            self.forward[f] = into;
+            self.meta[f].forward = into;
             self.forwarded.push(from);
         }
         for e in &plan.extents {
             self.touch(e.handle);
-            let h = e.handle as usize;
-            self.serial[h] = e.serial;
-            self.key[h] = e.key;
-            self.start[h] = e.start;
-            self.end[h] = e.end;
+            let m = &mut self.meta[e.handle as usize];
+            m.serial = e.serial;
+            m.key = e.key;
+            m.start = e.start;
+            m.end = e.end;
         }
-        for (slot, &handle) in plan.slot_session.iter().enumerate() {
+        const AHEAD: usize = 8;
+        let handles = &plan.slot_session;
+        for (slot, &handle) in handles.iter().enumerate() {
+            if let Some(&ahead) = handles.get(slot + AHEAD) {
+                if let Some(m) = self.meta.get(ahead as usize) {
+                    super::prefetch(m);
+                }
+                if let Some(c) = self.cols.get(ahead as usize * n) {
+                    super::prefetch(c);
+                }
+            }
             let h = self.resolve(handle);
             self.touch(h);
             self.add(h as usize, partials.count[slot], partials.slot(slot));
             self.mark_dirty(h as usize);
         }
         let w = plan.end_watermark;
-        let mut emit: Vec<u32> = Vec::new();
+        // Order by (start, key rank): one packed sort key per session (start with its sign bit
+        // flipped, so that unsigned order is signed order), handle last. Two live sessions of one
+        // key never share a start, so the handle only makes the order total.
+        let mut order: Vec<u128> = Vec::new();
         for &h in plan.fire.iter().chain(&plan.purge).chain(self.dirty_list.iter()) {
             let h = self.resolve(h) as usize;
-            if h < self.alive.len()
-                && self.alive[h]
-                && self.end[h] - 1 <= w
-                && (self.emitted[h] == NONE || self.dirty[h])
+            if let Some(m) = self.meta.get(h)
+                && m.alive
+                && m.end - 1 <= w
+                && (m.emitted == NONE || m.dirty)
             {
-                emit.push(h as u32);
+                let start = (m.start as u64) ^ (1 << 63);
+                order.push(((start as u128) << 64) | ((keys.rank(m.key) as u128) << 32) | h as u128);
             }
         }
-        emit.sort_unstable();
-        emit.dedup();
-        emit.sort_unstable_by_key(|&h| {
-            (
-                self.start[h as usize],
-                keys.rank(self.key[h as usize]),
-                self.serial[h as usize],
-            )
-        });
-        out.reserve(emit.len());
-        for h in emit {
-            let h = h as usize;
-            let rev = if self.emitted[h] == NONE {
-                0
-            } else {
-                self.emitted[h] + 1
-            };
-            self.emitted[h] = rev;
-            self.dirty[h] = false;
-            if self.count[h] > 0 {
+        order.sort_unstable();
+        order.dedup();
+        out.reserve(order.len());
+        for o in order {
+            let h = (o as u32) as usize;
+            let m = &mut self.meta[h];
+            let rev = if m.emitted == NONE { 0 } else { m.emitted + 1 };
+            m.emitted = rev;
+            m.dirty = false;
+            if m.count > 0 {
                 out.push(
-                    self.key[h],
-                    self.start[h],
-                    self.end[h],
+                    m.key,
+                    m.start,
+                    m.end,
                     rev,
-                    self.count[h],
+                    m.count,
                     &self.cols[h * n..(h + 1) * n],
-                    self.serial[h],
+                    m.serial,
                 );
             }
         }
@@ -597,11 +687,12 @@ impl SessionStore {
             self.kill(h);
         }
         for h in std::mem::take(&mut self.forwarded) {
-            self.forward[h as usize] = NONE;
+            self.meta[h as usize].forward = NONE;
         }
         // Emitted sessions that are still dirty wait for their (new) end to pass the watermark.
-        let (alive, dirty) = (&self.alive, &self.dirty);
-        self.dirty_list.retain(|&h| alive[h as usize] && dirty[h as usize]);
+        let meta = &self.meta;
+        self.dirty_list
+            .retain(|&h| meta[h as usize].alive && meta[h as usize].dirty);
         self.dirty_list.sort_unstable();
         self.dirty_list.dedup();
     }
