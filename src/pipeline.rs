@@ -395,6 +395,8 @@ pub struct Pipeline {
     spare: Vec<Work>,
     /// A batch the backend is still computing (pipelined backends: the GPU).
     pending: Option<Work>,
+    /// Buffers of a processed batch, for the next push.
+    batch_pool: Option<EventBatch>,
     late_idx: Vec<u32>,
     batch_size: usize,
     /// How the key column is written back to DataFrames (set by the first pushed frame).
@@ -499,6 +501,7 @@ impl Pipeline {
             finished: false,
             spare: vec![],
             pending: None,
+            batch_pool: None,
             late_idx: vec![],
             batch_size,
             key_output: None,
@@ -571,7 +574,7 @@ impl Pipeline {
     pub fn push_int_keys(&mut self, ts: &[i64], keys: &[i64], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
-        let mut batch = EventBatch::new(0);
+        let mut batch = self.take_batch();
         if keys.len() != ts.len() {
             return Err(Error::RaggedBatch(format!(
                 "ts has {} rows, keys {}",
@@ -587,7 +590,7 @@ impl Pipeline {
     pub fn push_str_keys(&mut self, ts: &[i64], keys: &[Option<&str>], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
-        let mut batch = EventBatch::new(0);
+        let mut batch = self.take_batch();
         if keys.len() != ts.len() {
             return Err(Error::RaggedBatch(format!(
                 "ts has {} rows, keys {}",
@@ -603,9 +606,20 @@ impl Pipeline {
     pub fn push_unkeyed(&mut self, ts: &[i64], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
-        let mut batch = EventBatch::new(0);
+        let mut batch = self.take_batch();
         self.dict.encode_none(ts.len(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
+    }
+
+    /// An empty batch, re-using the buffers of an earlier one when there is one.
+    fn take_batch(&mut self) -> EventBatch {
+        let mut b = self.batch_pool.take().unwrap_or_default();
+        b.ts.clear();
+        b.keys.clear();
+        for v in &mut b.values {
+            v.clear();
+        }
+        b
     }
 
     fn fill_and_push(&mut self, ts: &[i64], mut batch: EventBatch, values: &[&[f64]], t0: Instant) -> Result<()> {
@@ -618,14 +632,10 @@ impl Pipeline {
             )));
         }
         batch.ts.extend_from_slice(ts);
-        batch.values = values
-            .iter()
-            .map(|v| {
-                let mut out = Vec::with_capacity(v.len());
-                ingest_values(v, None, &mut out);
-                out
-            })
-            .collect();
+        batch.values.resize_with(values.len(), Vec::new);
+        for (out, v) in batch.values.iter_mut().zip(values) {
+            ingest_values(v, None, out);
+        }
         self.metrics.ingest_s += t0.elapsed().as_secs_f64();
         self.push_encoded(batch)
     }
@@ -683,7 +693,7 @@ impl Pipeline {
     }
 
     /// One micro-batch through the assigner, then to the second stage.
-    fn process(&mut self, batch: EventBatch) -> Result<()> {
+    fn process(&mut self, mut batch: EventBatch) -> Result<()> {
         let n = batch.len();
         if n == 0 {
             return Ok(());
@@ -723,7 +733,10 @@ impl Pipeline {
         work.keys_tail = self.dict.values().tail(self.keys_sent);
         self.keys_sent = self.dict.len();
         self.metrics.assign_s += t0.elapsed().as_secs_f64();
-        work.values = batch.values;
+        // The values travel with the batch's work; the work's previous buffers come back here
+        // for the next push (no fresh pages per batch).
+        std::mem::swap(&mut work.values, &mut batch.values);
+        self.batch_pool = Some(batch);
         let slot_batch = SlotBatch {
             slots: &work.slots,
             values: &work.values,
