@@ -1,6 +1,8 @@
 //! The command line: output format and order, the late side output, and every bad input — each
 //! must exit non-zero with a message that names the problem and leave no output file behind.
 
+mod common;
+
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -359,13 +361,7 @@ fn bench_reports_json() {
 /// so, and keeps a second batch on the device while the first is read back.
 #[test]
 fn gpu_chooses_its_batch_size_and_overlaps_batches() {
-    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_err()
-    {
-        assert!(
-            std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
-            "FENESTRA_REQUIRE_GPU=1 but no adapter"
-        );
-        eprintln!("skipped: no adapter");
+    if !common::gpu_adapter_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -410,13 +406,7 @@ fn gpu_chooses_its_batch_size_and_overlaps_batches() {
 
 #[test]
 fn gpu_and_cpu_give_the_same_rows() {
-    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_err()
-    {
-        assert!(
-            std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
-            "FENESTRA_REQUIRE_GPU=1 but no adapter"
-        );
-        eprintln!("skipped: no adapter");
+    if !common::gpu_adapter_or_skip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

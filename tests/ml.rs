@@ -3,6 +3,8 @@
 //! anomaly score must rank injected faults at the top, the classifier must learn a separable
 //! label, GPU and CPU must agree, and save -> load -> continue must equal an uninterrupted run.
 
+mod common;
+
 use fenestra::backend::BackendChoice;
 use fenestra::generator::Rng;
 use fenestra::ml::{MlConfig, ModelKind, ModelSpec, Task};
@@ -258,13 +260,7 @@ fn classifier_learns_a_separable_label() {
 
 #[test]
 fn gpu_and_cpu_reach_the_same_metrics() {
-    if fenestra::backend::gpu::GpuBackend::new(fenestra::backend::gpu::AdapterPreference::AnyIncludingSoftware).is_err()
-    {
-        assert!(
-            std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
-            "FENESTRA_REQUIRE_GPU=1 but no adapter"
-        );
-        eprintln!("skipped: no adapter");
+    if !common::gpu_adapter_or_skip() {
         return;
     }
     let s = season(30, 120, 2, 0.0, 4);

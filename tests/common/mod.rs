@@ -465,3 +465,20 @@ pub fn compare(actual: &[Row], expected: &[Row], rel: f64, rel_std: f64) -> std:
 }
 
 pub const AGG_ORDER: [AggKind; 6] = AggKind::ALL;
+
+/// Whether a GPU adapter (software ones included) exists. Without one, a GPU test says
+/// "skipped: no adapter" and returns; with `FENESTRA_REQUIRE_GPU=1` (CI) a missing adapter fails.
+pub fn gpu_adapter_or_skip() -> bool {
+    use fenestra::backend::gpu::{AdapterPreference, GpuBackend};
+    match GpuBackend::new(AdapterPreference::AnyIncludingSoftware) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("FENESTRA_REQUIRE_GPU").map_or(true, |v| v != "1"),
+                "FENESTRA_REQUIRE_GPU=1 but no adapter: {e}"
+            );
+            eprintln!("skipped: no adapter ({e})");
+            false
+        }
+    }
+}
