@@ -640,6 +640,8 @@ pub struct RowFileWriter {
     pending: WindowRows,
     pending_ml: Option<crate::ml::MlOutput>,
     ncols: usize,
+    /// Set once the file is in place; until then `Drop` removes the temporary file.
+    renamed: bool,
 }
 
 impl RowFileWriter {
@@ -665,6 +667,7 @@ impl RowFileWriter {
         })?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<RowChunk>(2);
         let target = path.to_path_buf();
+        let tmp_for_spawn = tmp.clone();
         let ncols = value_cols.len();
         let handle = std::thread::Builder::new()
             .name("fenestra-writer".into())
@@ -752,7 +755,10 @@ impl RowFileWriter {
                 file.sync_all().map_err(ioerr)?;
                 Ok(times)
             })
-            .map_err(|e| Error::config(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp_for_spawn);
+                Error::config(format!("cannot start the writer thread: {e}"))
+            })?;
         Ok(RowFileWriter {
             tx: Some(tx),
             handle: Some(handle),
@@ -762,6 +768,7 @@ impl RowFileWriter {
             pending: WindowRows::new(ncols),
             pending_ml: None,
             ncols,
+            renamed: false,
         })
     }
 
@@ -820,18 +827,15 @@ impl RowFileWriter {
     pub fn finish(mut self, keys: &KeyValues) -> Result<WriteTimes> {
         let t0 = std::time::Instant::now();
         // Always one chunk at least, so that a job without rows still writes the header/schema.
-        let res = self.send(keys).and_then(|_| self.join()).and_then(|times| {
+        let mut times = self.send(keys).and_then(|_| self.join()).and_then(|times| {
             std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::Io {
                 action: "cannot write",
                 path: self.path.clone(),
                 source: e,
             })?;
             Ok(times)
-        });
-        if res.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        let mut times = res?;
+        })?;
+        self.renamed = true;
         times.wait_s = t0.elapsed().as_secs_f64();
         Ok(times)
     }
@@ -841,6 +845,8 @@ impl Drop for RowFileWriter {
     fn drop(&mut self) {
         if self.handle.is_some() {
             let _ = self.join();
+        }
+        if !self.renamed {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -875,10 +875,15 @@ impl Pipeline {
         }
     }
 
-    /// Takes the rows and late events produced so far (without waiting for batches in flight).
+    /// Takes the rows and late events produced so far. With the store on its worker thread
+    /// (the default) it does not wait for batches in flight; with `pipelined(false)` everything
+    /// pushed so far is complete, the batch a GPU still holds included.
     pub fn poll(&mut self) -> Result<Output> {
         if let Some(e) = &self.failed {
             return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
+        }
+        if matches!(self.stage, Stage::Inline(_)) {
+            self.complete_pending()?;
         }
         self.drain(false)?;
         self.take_output()

@@ -536,10 +536,6 @@ impl GpuBackend {
             let off = i * PARAM_STRIDE as usize;
             blocks[off..off + std::mem::size_of::<Params>()].copy_from_slice(bytemuck::bytes_of(&p));
         };
-        put(0, base);
-        for c in 0..ncols {
-            put(1 + c, Params { col: c as u32, ..base });
-        }
         // scan levels: level 0 scans counts (len s), level k scans scan_sums[k-1]
         let mut levels: Vec<u32> = vec![s as u32];
         while *levels.last().unwrap_or(&0) > SCAN_BLOCK {
@@ -551,6 +547,10 @@ impl GpuBackend {
             return Err(Error::DeviceLimit(format!(
                 "{ncols} value columns are more than the GPU backend handles in one pass"
             )));
+        }
+        put(0, base);
+        for c in 0..ncols {
+            put(1 + c, Params { col: c as u32, ..base });
         }
         for (k, len) in levels.iter().enumerate() {
             put(scan_base + k, Params { len: *len, ..base });
@@ -715,13 +715,14 @@ impl GpuBackend {
             .map_err(|_| Error::Gpu("the read-back callback was dropped".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the read-back buffer: {e}")))?;
         self.times.kernel_s += t1.elapsed().as_secs_f64();
-        self.take_errors()?;
         let Some(b) = self.sets[job.set].as_ref() else {
             return Err(Error::Gpu("buffers missing".into()));
         };
         let t2 = Instant::now();
         let slice = b.readback.slice(0..job.total);
-        let overflow = {
+        // The buffer is mapped from here on: every path below unmaps it, so that the set can be
+        // used again even after an error.
+        let overflow = self.take_errors().and_then(|_| {
             let view = slice
                 .get_mapped_range()
                 .map_err(|e| Error::Gpu(format!("reading back: {e}")))?;
@@ -738,7 +739,7 @@ impl GpuBackend {
                 carry_recs: bytemuck::cast_slice(sec(4)),
             };
             assemble(&runs, job.num_slots, job.ncols, out)
-        };
+        });
         b.readback.unmap();
         self.times.readback_s += t2.elapsed().as_secs_f64();
         self.times.batches += 1;
@@ -805,17 +806,22 @@ impl GpuBackend {
         };
         let mut out = Partials::default();
         let big = 1usize << 16;
-        // warm-up: buffer creation and pipeline first use
-        time(big, 4096, &mut out, self)?;
-        let mut fixed = [0.0; 3];
-        for f in &mut fixed {
-            *f = time(1, 1, &mut out, self)?;
-        }
-        fixed.sort_by(f64::total_cmp);
-        let fixed_s = fixed[1];
-        let large = time(big, 4096, &mut out, self)?.min(time(big, 4096, &mut out, self)?);
-        let per_event_s = ((large - fixed_s) / big as f64).max(1e-12);
+        let measured = (|| -> Result<(f64, f64)> {
+            // warm-up: both buffer sets at the large size, pipelines' first use
+            time(big, 4096, &mut out, self)?;
+            time(big, 4096, &mut out, self)?;
+            let mut fixed = [0.0; 3];
+            for f in &mut fixed {
+                *f = time(1, 1, &mut out, self)?;
+            }
+            fixed.sort_by(f64::total_cmp);
+            let large = time(big, 4096, &mut out, self)?.min(time(big, 4096, &mut out, self)?);
+            Ok((fixed[1], large))
+        })();
         self.times = saved;
+        self.next_set = 0;
+        let (fixed_s, large) = measured?;
+        let per_event_s = ((large - fixed_s) / big as f64).max(1e-12);
         let policy = BatchPolicy::choose(fixed_s, per_event_s, 1 << 16, self.max_events(ncols));
         self.policy = Some(policy);
         Ok(policy)
@@ -837,6 +843,8 @@ impl AggBackend for GpuBackend {
                 "reduce() on the GPU backend while submitted batches are not completed",
             ));
         }
+        // One batch at a time needs one buffer set.
+        self.next_set = 0;
         if self.submit(batch, ncols, out)? == Submitted::InFlight {
             self.complete(batch, ncols, out)?;
         }
@@ -846,6 +854,12 @@ impl AggBackend for GpuBackend {
     fn submit(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<Submitted> {
         if batch.slots.is_empty() || batch.num_slots == 0 {
             out.reset(batch.num_slots, ncols);
+            return Ok(Submitted::Ready);
+        }
+        if ncols == 0 {
+            // Counts only: the kernels write counts in their per-column pass, and there is no
+            // column; counting slots is a trivial pass on the host.
+            self.fallback.reduce(batch, 0, out)?;
             return Ok(Submitted::Ready);
         }
         self.check_size(batch, ncols)?;
