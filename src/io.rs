@@ -228,6 +228,14 @@ pub fn check_schema(df: &DataFrame, cols: &InputColumns, source: &str) -> Result
 
 /// Event times of a column as i64 ms; `row_offset` numbers rows in error messages.
 pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(c.len());
+    timestamps_into(c, name, row_offset, &mut out)?;
+    Ok(out)
+}
+
+/// [`timestamps`] appended to `out` (re-using its buffer).
+pub fn timestamps_into(c: &Column, name: &str, row_offset: u64, out: &mut Vec<i64>) -> Result<()> {
+    let base = out.len();
     let bad = |row: usize, reason: String| Error::InvalidTimestamp {
         column: name.to_string(),
         row: row_offset + row as u64,
@@ -243,7 +251,7 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
         dt if dt.is_float() => {
             let f = c.cast(&DataType::Float64).map_err(Error::from)?;
             let ca = f.f64().map_err(Error::from)?;
-            let mut out = Vec::with_capacity(ca.len());
+            out.reserve(ca.len());
             for (i, v) in ca.iter().enumerate() {
                 match v {
                     None => return Err(bad(i, "null timestamp".into())),
@@ -257,7 +265,7 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
                     Some(x) => out.push(x.floor() as i64),
                 }
             }
-            return Ok(out);
+            return Ok(());
         }
         dt if dt.is_integer() => {
             if matches!(dt, DataType::UInt64) {
@@ -291,14 +299,14 @@ pub fn timestamps(c: &Column, name: &str, row_offset: u64) -> Result<Vec<i64>> {
         let i = ca.iter().position(|v| v.is_none()).unwrap_or(0);
         return Err(bad(i, "null timestamp".into()));
     }
-    let mut out = Vec::with_capacity(ca.len());
+    out.reserve(ca.len());
     for arr in ca.downcast_iter() {
         out.extend_from_slice(arr.values());
     }
-    if let Some(i) = out.iter().position(|v| !range.contains(v)) {
-        return Err(bad(i, out_of_range(out[i])));
+    if let Some(i) = out[base..].iter().position(|v| !range.contains(v)) {
+        return Err(bad(i, out_of_range(out[base + i])));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A numeric column as f64 in the engine's representation (NaN canonical, nulls marked).
@@ -351,16 +359,35 @@ pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &
 /// Converts a frame (or a slice of one) to an engine batch. `row_offset` is the frame's first
 /// row within the whole input, for error messages.
 pub fn frame_to_batch(df: &DataFrame, cols: &InputColumns, dict: &mut KeyDict, row_offset: u64) -> Result<EventBatch> {
-    let ts = timestamps(df.column(&cols.time).map_err(Error::from)?, &cols.time, row_offset)?;
-    let mut keys = Vec::with_capacity(ts.len());
-    encode_keys(df, cols.key.as_deref(), dict, &mut keys)?;
-    let mut values = Vec::with_capacity(cols.values.len());
-    for v in &cols.values {
-        let mut out = Vec::with_capacity(ts.len());
-        values_f64(df.column(v).map_err(Error::from)?, &mut out)?;
-        values.push(out);
+    let mut batch = EventBatch::default();
+    frame_to_batch_into(df, cols, dict, row_offset, &mut batch)?;
+    Ok(batch)
+}
+
+/// [`frame_to_batch`] into `batch`, which is cleared first and whose buffers are re-used (take
+/// one from [`crate::Pipeline::recycled_batch`] to avoid fresh memory per batch).
+pub fn frame_to_batch_into(
+    df: &DataFrame,
+    cols: &InputColumns,
+    dict: &mut KeyDict,
+    row_offset: u64,
+    batch: &mut EventBatch,
+) -> Result<()> {
+    batch.ts.clear();
+    batch.keys.clear();
+    timestamps_into(
+        df.column(&cols.time).map_err(Error::from)?,
+        &cols.time,
+        row_offset,
+        &mut batch.ts,
+    )?;
+    encode_keys(df, cols.key.as_deref(), dict, &mut batch.keys)?;
+    batch.values.resize_with(cols.values.len(), Vec::new);
+    for (v, out) in cols.values.iter().zip(batch.values.iter_mut()) {
+        out.clear();
+        values_f64(df.column(v).map_err(Error::from)?, out)?;
     }
-    Ok(EventBatch { ts, keys, values })
+    Ok(())
 }
 
 /// The key column of output rows, with the key's input type.
@@ -606,8 +633,9 @@ impl crate::pipeline::Pipeline {
 
 /// Rows of output on their way to the writer thread.
 struct RowChunk {
-    rows: WindowRows,
-    ml: Option<crate::ml::MlOutput>,
+    /// Rows as they were emitted (moved, never copied on the caller's thread), each with its
+    /// model outputs.
+    pieces: Vec<(WindowRows, Option<crate::ml::MlOutput>)>,
     keys_tail: KeyValues,
 }
 
@@ -637,9 +665,8 @@ pub struct RowFileWriter {
     tmp: PathBuf,
     path: PathBuf,
     keys_sent: usize,
-    pending: WindowRows,
-    pending_ml: Option<crate::ml::MlOutput>,
-    ncols: usize,
+    pending: Vec<(WindowRows, Option<crate::ml::MlOutput>)>,
+    pending_rows: usize,
     /// Set once the file is in place; until then `Drop` removes the temporary file.
     renamed: bool,
 }
@@ -668,7 +695,6 @@ impl RowFileWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel::<RowChunk>(2);
         let target = path.to_path_buf();
         let tmp_for_spawn = tmp.clone();
-        let ncols = value_cols.len();
         let handle = std::thread::Builder::new()
             .name("fenestra-writer".into())
             .spawn(move || {
@@ -693,13 +719,31 @@ impl RowFileWriter {
                     while let Ok(chunk) = rx.recv() {
                         let t0 = std::time::Instant::now();
                         keys.append_tail(&chunk.keys_tail);
-                        times.rows += chunk.rows.len() as u64;
-                        let mut df = rows_to_frame(chunk.rows, &keys, &key_out, &value_cols, &aggs)?;
-                        if let (Some(task), Some(ml)) = (task, &chunk.ml) {
-                            for c in ml_columns(ml, task) {
-                                df.with_column(c).map_err(Error::from)?;
+                        let mut pieces = chunk.pieces;
+                        if pieces.is_empty() {
+                            // no rows at all: an empty frame still carries the schema
+                            pieces.push((WindowRows::new(value_cols.len()), Some(Default::default())));
+                        }
+                        let mut df: Option<DataFrame> = None;
+                        for (rows, ml) in pieces {
+                            times.rows += rows.len() as u64;
+                            let mut part = rows_to_frame(rows, &keys, &key_out, &value_cols, &aggs)?;
+                            if let Some(task) = task {
+                                let ml = ml.unwrap_or_default();
+                                for c in ml_columns(&ml, task) {
+                                    part.with_column(c).map_err(Error::from)?;
+                                }
+                            }
+                            match &mut df {
+                                None => df = Some(part),
+                                Some(d) => {
+                                    d.vstack_mut_owned(part).map_err(Error::from)?;
+                                }
                             }
                         }
+                        let mut df = df.unwrap_or_default();
+                        // one chunk per column, so that row groups follow ROW_GROUP
+                        df.rechunk_mut();
                         let t1 = std::time::Instant::now();
                         times.build_s += (t1 - t0).as_secs_f64();
                         if let Enc::None = enc {
@@ -765,9 +809,8 @@ impl RowFileWriter {
             tmp,
             path: path.to_path_buf(),
             keys_sent: 0,
-            pending: WindowRows::new(ncols),
-            pending_ml: None,
-            ncols,
+            pending: vec![],
+            pending_rows: 0,
             renamed: false,
         })
     }
@@ -776,18 +819,12 @@ impl RowFileWriter {
     /// key dictionary. Rows are handed to the writer thread in chunks of at least
     /// [`Self::ROW_GROUP`] rows; this blocks when the writer is two chunks behind.
     pub fn write(&mut self, rows: WindowRows, ml: Option<crate::ml::MlOutput>, keys: &KeyValues) -> Result<()> {
-        if self.pending.is_empty() && self.pending.merged.is_empty() {
-            self.pending = rows;
-        } else {
-            self.pending.append(&rows);
+        if rows.is_empty() {
+            return Ok(());
         }
-        if let Some(m) = ml {
-            let acc = self.pending_ml.get_or_insert_with(Default::default);
-            acc.prediction.extend(m.prediction);
-            acc.score.extend(m.score);
-            acc.model_version.extend(m.model_version);
-        }
-        if self.pending.len() >= Self::ROW_GROUP {
+        self.pending_rows += rows.len();
+        self.pending.push((rows, ml));
+        if self.pending_rows >= Self::ROW_GROUP {
             self.send(keys)?;
         }
         Ok(())
@@ -795,10 +832,10 @@ impl RowFileWriter {
 
     fn send(&mut self, keys: &KeyValues) -> Result<()> {
         let chunk = RowChunk {
-            rows: std::mem::replace(&mut self.pending, WindowRows::new(self.ncols)),
-            ml: self.pending_ml.take(),
+            pieces: std::mem::take(&mut self.pending),
             keys_tail: keys.tail(self.keys_sent),
         };
+        self.pending_rows = 0;
         self.keys_sent = keys.len();
         let Some(tx) = &self.tx else {
             return Err(Error::Closed("the output writer is closed".into()));

@@ -119,6 +119,22 @@ impl WindowRows {
         }
     }
 
+    /// The rows of `pieces` in order, in one allocation per column (a single piece is moved).
+    pub fn concat(mut pieces: Vec<WindowRows>, ncols: usize) -> WindowRows {
+        match pieces.len() {
+            0 => return WindowRows::new(ncols),
+            1 => return pieces.pop().unwrap_or_else(|| WindowRows::new(ncols)),
+            _ => {}
+        }
+        let n: usize = pieces.iter().map(|p| p.len()).sum();
+        let mut out = WindowRows::new(ncols);
+        out.reserve(n);
+        for p in &pieces {
+            out.append(p);
+        }
+        out
+    }
+
     /// Appends all rows of `other`.
     pub fn append(&mut self, other: &WindowRows) {
         self.key.extend_from_slice(&other.key);

@@ -384,7 +384,8 @@ pub struct Pipeline {
     assigner: Assigner,
     keys_sent: usize,
     stage: Stage,
-    rows: WindowRows,
+    /// Rows taken from the store and not yet handed out, one piece per batch.
+    rows: Vec<WindowRows>,
     late: LateEvents,
     metrics: Metrics,
     backend_kind: BackendKind,
@@ -488,7 +489,7 @@ impl Pipeline {
             assigner,
             keys_sent: if config.key_kind == KeyKind::None { 1 } else { 0 },
             stage,
-            rows: WindowRows::new(ncols),
+            rows: vec![],
             late: LateEvents::new(ncols),
             metrics: Metrics {
                 watermark: i64::MIN,
@@ -609,6 +610,13 @@ impl Pipeline {
         let mut batch = self.take_batch();
         self.dict.encode_none(ts.len(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
+    }
+
+    /// An empty batch with the buffers of one already processed (when there is one), to fill
+    /// and hand to [`Pipeline::push_encoded`]: a stream of batches then needs no fresh memory
+    /// per batch (see [`crate::io::frame_to_batch_into`]).
+    pub fn recycled_batch(&mut self) -> EventBatch {
+        self.take_batch()
     }
 
     /// An empty batch, re-using the buffers of an earlier one when there is one.
@@ -868,10 +876,8 @@ impl Pipeline {
         }
         self.metrics.store_s += done.store_s;
         self.metrics.open_states = done.open_states;
-        if self.rows.is_empty() && self.rows.merged.is_empty() {
-            self.rows = done.rows;
-        } else {
-            self.rows.append(&done.rows);
+        if !done.rows.is_empty() || !done.rows.merged.is_empty() {
+            self.rows.push(done.rows);
         }
     }
 
@@ -899,7 +905,7 @@ impl Pipeline {
 
     fn take_output(&mut self) -> Result<Output> {
         let ncols = self.config.value_columns.len();
-        let rows = std::mem::replace(&mut self.rows, WindowRows::new(ncols));
+        let rows = WindowRows::concat(std::mem::take(&mut self.rows), ncols);
         let ml = match &mut self.model {
             Some(m) => {
                 let t0 = Instant::now();

@@ -369,7 +369,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     while offset < n {
         let len = chunk.min(n - offset);
         let part = df.slice(offset as i64, len);
-        let batch = io::frame_to_batch(&part, &cols, pipeline.keys_mut(), offset as u64)?;
+        let mut batch = pipeline.recycled_batch();
+        io::frame_to_batch_into(&part, &cols, pipeline.keys_mut(), offset as u64, &mut batch)?;
         pipeline.push_encoded(batch)?;
         let out = pipeline.poll()?;
         n_rows += out.rows.len();
