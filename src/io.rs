@@ -86,6 +86,138 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
     Ok(df)
 }
 
+/// An input file read in chunks of whole Parquet row groups on a reader thread, so that decoding
+/// overlaps aggregation and memory holds a few row groups rather than the whole file. A CSV file
+/// is read whole (one chunk).
+pub struct ChunkReader {
+    total_rows: usize,
+    first: Option<DataFrame>,
+    rx: Option<std::sync::mpsc::Receiver<Result<DataFrame>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ChunkReader {
+    /// Rows per chunk at least (whole row groups are taken until a chunk has this many).
+    pub const CHUNK_ROWS: usize = 1 << 20;
+
+    /// Opens `path` (format by extension) with the checks of [`read_frame`]: a missing,
+    /// unreadable, truncated or empty file is an error here or, for a row group that turns out
+    /// damaged, from [`ChunkReader::next_chunk`].
+    pub fn open(path: &Path) -> Result<ChunkReader> {
+        let format = Format::of(path)?;
+        if format == Format::Csv {
+            let df = read_frame(path)?;
+            return Ok(ChunkReader {
+                total_rows: df.height(),
+                first: Some(df),
+                rx: None,
+                handle: None,
+            });
+        }
+        let cannot = |e: std::io::Error| Error::Io {
+            action: "cannot read",
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let file = File::open(path).map_err(cannot)?;
+        if file.metadata().map_err(cannot)?.len() == 0 {
+            return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
+        }
+        let bad = {
+            let path = path.to_path_buf();
+            move |e: PolarsError| Error::FileFormat {
+                path: path.clone(),
+                format: format.name(),
+                reason: e.to_string(),
+            }
+        };
+        let mut reader = ParquetReader::new(file);
+        let meta = reader.get_metadata().map_err(bad.clone())?.clone();
+        let total_rows = meta.num_rows;
+        if total_rows == 0 {
+            return Err(Error::EmptyInput(format!("'{}'", path.display())));
+        }
+        // Chunks of whole row groups: (first row, rows).
+        let mut chunks = vec![];
+        let (mut at, mut len) = (0usize, 0usize);
+        for rg in &meta.row_groups {
+            len += rg.num_rows();
+            if len >= Self::CHUNK_ROWS {
+                chunks.push((at, len));
+                at += len;
+                len = 0;
+            }
+        }
+        if len > 0 {
+            chunks.push((at, len));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
+        let path = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("fenestra-reader".into())
+            .spawn(move || {
+                for (at, len) in chunks {
+                    let res = File::open(&path).map_err(cannot_read(&path)).and_then(|f| {
+                        let mut r = ParquetReader::new(f).with_slice(Some((at, len)));
+                        r.set_metadata(meta.clone());
+                        r.finish().map_err(bad.clone())
+                    });
+                    let failed = res.is_err();
+                    if tx.send(res).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
+        Ok(ChunkReader {
+            total_rows,
+            first: None,
+            rx: Some(rx),
+            handle: Some(handle),
+        })
+    }
+
+    /// Rows in the whole file.
+    pub fn total_rows(&self) -> usize {
+        self.total_rows
+    }
+
+    /// The next chunk, in file order; `None` at the end.
+    pub fn next_chunk(&mut self) -> Option<Result<DataFrame>> {
+        if let Some(df) = self.first.take() {
+            return Some(Ok(df));
+        }
+        let rx = self.rx.as_ref()?;
+        match rx.recv() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.rx = None;
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn cannot_read(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
 /// Writes `df` to `path` (format by extension) through a temporary file and a rename.
 pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
     let format = Format::of(path)?;
@@ -472,9 +604,22 @@ pub fn rows_to_frame(
 
 /// The late events as rows of the original input frame (all its columns).
 pub fn late_frame(input: &DataFrame, late: &LateEvents) -> Result<DataFrame> {
-    let idx: Vec<IdxSize> = late.row.iter().map(|&r| r as IdxSize).collect();
+    late_rows(input, &late.row, 0)
+}
+
+/// The rows of `chunk` (whose first row is row `chunk_start` of the whole input) named by the
+/// input row numbers `rows`, all of which lie in the chunk.
+pub fn late_rows(chunk: &DataFrame, rows: &[u64], chunk_start: u64) -> Result<DataFrame> {
+    let mut idx = Vec::with_capacity(rows.len());
+    for &r in rows {
+        let i = r
+            .checked_sub(chunk_start)
+            .filter(|i| (*i as usize) < chunk.height())
+            .ok_or_else(|| Error::config(format!("late row {r} is not in this chunk of the input")))?;
+        idx.push(i as IdxSize);
+    }
     let idx = IdxCa::from_vec("idx".into(), idx);
-    input.take(&idx).map_err(Error::from)
+    chunk.take(&idx).map_err(Error::from)
 }
 
 /// Names of the output columns for `value_cols` and `aggs` (after `count`).

@@ -310,11 +310,18 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         ProgressBar::new_spinner()
     };
     spinner.set_message(format!("reading {}", a.input.display()));
-    let df = io::read_frame(&a.input)?;
+    // Parquet is read a chunk of row groups at a time on a reader thread (decoding overlaps
+    // aggregation; memory holds a few row groups); CSV is read whole.
+    let mut input = io::ChunkReader::open(&a.input)?;
+    let first = match input.next_chunk() {
+        Some(c) => c?,
+        None => return Err(fenestra::Error::EmptyInput(format!("'{}'", a.input.display())).into()),
+    };
     spinner.finish_and_clear();
     let read_s = t_start.elapsed().as_secs_f64();
     let source = a.input.display().to_string();
-    let key_out = io::check_schema(&df, &cols, &source)?;
+    let key_out = io::check_schema(&first, &cols, &source)?;
+    let empty_input = first.clear();
 
     let pipeline = Pipeline::builder()
         .window(window)
@@ -351,7 +358,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             );
         }
     }
-    let n = df.height();
+    let n = input.total_rows();
     let pb = progress(n as u64, "events", a.quiet);
     // Rows go to a writer thread as they are emitted: encoding overlaps aggregation.
     let mut writer = io::RowFileWriter::create(
@@ -364,20 +371,42 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     )?;
     let mut n_rows = 0usize;
     let mut late = fenestra::LateEvents::default();
-    let chunk = pipeline.batch_size();
-    let mut offset = 0usize;
-    while offset < n {
-        let len = chunk.min(n - offset);
-        let part = df.slice(offset as i64, len);
-        let mut batch = pipeline.recycled_batch();
-        io::frame_to_batch_into(&part, &cols, pipeline.keys_mut(), offset as u64, &mut batch)?;
-        pipeline.push_encoded(batch)?;
-        let out = pipeline.poll()?;
-        n_rows += out.rows.len();
-        writer.write(out.rows, out.ml, pipeline.keys().values())?;
-        append_late(&mut late, out.late);
-        offset += len;
-        pb.set_position(offset as u64);
+    let mut late_frames: Vec<DataFrame> = vec![];
+    let bs = pipeline.batch_size();
+    let mut chunk_start = 0usize;
+    let mut next = Some(first);
+    while let Some(df) = next.take() {
+        let h = df.height();
+        let mut local = 0usize;
+        while local < h {
+            let len = bs.min(h - local);
+            let part = df.slice(local as i64, len);
+            let mut batch = pipeline.recycled_batch();
+            io::frame_to_batch_into(
+                &part,
+                &cols,
+                pipeline.keys_mut(),
+                (chunk_start + local) as u64,
+                &mut batch,
+            )?;
+            pipeline.push_encoded(batch)?;
+            let out = pipeline.poll()?;
+            n_rows += out.rows.len();
+            writer.write(out.rows, out.ml, pipeline.keys().values())?;
+            append_late(&mut late, out.late);
+            local += len;
+            pb.set_position((chunk_start + local) as u64);
+        }
+        // Late events are known as soon as their batch is assigned: keep their input rows
+        // while the chunk is at hand.
+        if a.late_output.is_some() {
+            let seen: usize = late_frames.iter().map(|f| f.height()).sum();
+            if late.row.len() > seen {
+                late_frames.push(io::late_rows(&df, &late.row[seen..], chunk_start as u64)?);
+            }
+        }
+        chunk_start += h;
+        next = input.next_chunk().transpose()?;
     }
     let out = pipeline.finish()?;
     n_rows += out.rows.len();
@@ -388,7 +417,10 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let wt = writer.finish(pipeline.keys().values())?;
     let (frame_s, write_s, write_wait_s) = (wt.build_s, wt.write_s, wt.wait_s);
     if let Some(path) = &a.late_output {
-        let mut lf = io::late_frame(&df, &late)?;
+        let mut lf = empty_input;
+        for f in late_frames {
+            lf.vstack_mut_owned(f)?;
+        }
         io::write_frame(&mut lf, path)?;
     } else if !late.is_empty() && !a.quiet {
         eprintln!(
