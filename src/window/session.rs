@@ -113,56 +113,91 @@ impl Timers {
     }
 }
 
-/// The live sessions of one key: almost always one, kept inline so that the per-event lookup
-/// touches no second allocation. A list with `swap_remove` semantics; order carries no meaning.
-#[derive(Clone, Debug)]
+/// The live sessions of one key: almost always one, so the first handle is kept inline and the
+/// others (rare: a key with sessions waiting for the watermark) in a shared pool. Eight bytes a
+/// key, so that the per-event lookup stays in cache. A list with `swap_remove` semantics; order
+/// carries no meaning.
+#[derive(Clone, Copy, Debug)]
 struct KeySessions {
     /// The first handle, `NONE` when the list is empty.
     one: u32,
-    rest: Vec<u32>,
+    /// The pool list with the other handles, `NONE` when there are none.
+    more: u32,
 }
 
 impl Default for KeySessions {
     fn default() -> Self {
-        KeySessions {
-            one: NONE,
-            rest: Vec::new(),
-        }
+        KeySessions { one: NONE, more: NONE }
     }
+}
+
+/// Lists of extra session handles, re-used.
+#[derive(Clone, Debug, Default)]
+struct MorePool {
+    lists: Vec<Vec<u32>>,
+    free: Vec<u32>,
 }
 
 impl KeySessions {
     #[inline]
-    fn len(&self) -> usize {
-        (self.one != NONE) as usize + self.rest.len()
+    fn len(&self, pool: &MorePool) -> usize {
+        (self.one != NONE) as usize
+            + if self.more == NONE {
+                0
+            } else {
+                pool.lists[self.more as usize].len()
+            }
     }
 
     #[inline]
-    fn get(&self, j: usize) -> u32 {
-        if j == 0 { self.one } else { self.rest[j - 1] }
+    fn get(&self, j: usize, pool: &MorePool) -> u32 {
+        if j == 0 {
+            self.one
+        } else {
+            pool.lists[self.more as usize][j - 1]
+        }
     }
 
     /// Removes entry `j`, moving the last entry into its place.
     #[inline]
-    fn swap_remove(&mut self, j: usize) {
+    fn swap_remove(&mut self, j: usize, pool: &mut MorePool) {
+        if self.more == NONE {
+            debug_assert_eq!(j, 0);
+            self.one = NONE;
+            return;
+        }
+        let list = &mut pool.lists[self.more as usize];
         if j == 0 {
-            self.one = self.rest.pop().unwrap_or(NONE);
+            self.one = list.pop().unwrap_or(NONE);
         } else {
-            self.rest.swap_remove(j - 1);
+            list.swap_remove(j - 1);
+        }
+        if list.is_empty() {
+            pool.free.push(self.more);
+            self.more = NONE;
         }
     }
 
     #[inline]
-    fn push(&mut self, h: u32) {
+    fn push(&mut self, h: u32, pool: &mut MorePool) {
         if self.one == NONE {
             self.one = h;
-        } else {
-            self.rest.push(h);
+            return;
         }
+        if self.more == NONE {
+            self.more = match pool.free.pop() {
+                Some(m) => m,
+                None => {
+                    pool.lists.push(vec![]);
+                    (pool.lists.len() - 1) as u32
+                }
+            };
+        }
+        pool.lists[self.more as usize].push(h);
     }
 
-    fn position(&self, h: u32) -> Option<usize> {
-        (0..self.len()).find(|&j| self.get(j) == h)
+    fn position(&self, h: u32, pool: &MorePool) -> Option<usize> {
+        (0..self.len(pool)).find(|&j| self.get(j, pool) == h)
     }
 }
 
@@ -190,6 +225,7 @@ pub struct SessionAssigner {
     /// Handles freed in this batch, reusable from the next.
     freed: Vec<u32>,
     by_key: Vec<KeySessions>,
+    more: MorePool,
     purge_timers: Timers,
     fire_timers: Timers,
     next_serial: u64,
@@ -213,6 +249,7 @@ impl SessionAssigner {
             free: vec![],
             freed: vec![],
             by_key: vec![],
+            more: MorePool::default(),
             purge_timers: Timers::new(width),
             fire_timers: Timers::new(width),
             next_serial: 0,
@@ -332,14 +369,14 @@ impl SessionAssigner {
             let (own_start, own_end) = (t, t + gap);
             // Purge this key's sessions that are past cleanup, and find the ones this event touches.
             touching.clear();
-            let mut list = std::mem::take(&mut self.by_key[k as usize]);
+            let mut list = self.by_key[k as usize];
             let mut j = 0;
-            while j < list.len() {
-                let idx = list.get(j);
+            while j < list.len(&self.more) {
+                let idx = list.get(j, &self.more);
                 let s = self.slab[idx as usize];
                 if cleanup_time(s.end, lateness) <= w {
                     self.purge(idx, plan);
-                    list.swap_remove(j);
+                    list.swap_remove(j, &mut self.more);
                     continue;
                 }
                 if s.start <= own_end && s.end >= own_start {
@@ -355,7 +392,7 @@ impl SessionAssigner {
                     continue;
                 }
                 let idx = self.alloc(k, own_start, own_end);
-                list.push(idx);
+                list.push(idx, &mut self.more);
                 idx
             } else {
                 // The earliest-created session survives; the others merge into it.
@@ -373,8 +410,8 @@ impl SessionAssigner {
                     if x != survivor {
                         plan.merges.push((x, survivor));
                         self.release(x);
-                        if let Some(pos) = list.position(x) {
-                            list.swap_remove(pos);
+                        if let Some(pos) = list.position(x, &self.more) {
+                            list.swap_remove(pos, &mut self.more);
                         }
                     }
                 }
@@ -422,9 +459,9 @@ impl SessionAssigner {
                 continue;
             }
             if let Some(list) = self.by_key.get_mut(s.key as usize)
-                && let Some(pos) = list.position(idx)
+                && let Some(pos) = list.position(idx, &self.more)
             {
-                list.swap_remove(pos);
+                list.swap_remove(pos, &mut self.more);
             }
             self.purge(idx, plan);
         }
