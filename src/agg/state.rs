@@ -138,7 +138,7 @@ impl ColPartial {
         self.n += other.n;
     }
 
-    /// [`Self::combine_with::<false>`] without branches (count, sum, min, max; `m2` untouched),
+    /// `combine_with::<false>` without branches (count, sum, min, max; `m2` untouched),
     /// for hot merge loops where whether `self` is still the identity is unpredictable. The
     /// identity needs no special case: `0 + x`, `min(MAX, k)` and `max(0, k)` are exact.
     #[inline(always)]
