@@ -763,13 +763,13 @@ impl crate::pipeline::Pipeline {
         Ok(Frames { windows, late })
     }
 
-    /// [`Pipeline::poll`] as DataFrames.
+    /// [`Pipeline::poll`](crate::Pipeline::poll) as DataFrames.
     pub fn poll_frames(&mut self) -> Result<Frames> {
         let out = self.poll()?;
         self.frames(out)
     }
 
-    /// [`Pipeline::finish`] as DataFrames.
+    /// [`Pipeline::finish`](crate::Pipeline::finish) as DataFrames.
     pub fn finish_frames(&mut self) -> Result<Frames> {
         let out = self.finish()?;
         self.frames(out)
