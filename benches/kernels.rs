@@ -4,7 +4,7 @@
 //! events/s; the GPU's split of upload / kernels / read-back is printed after each GPU group.
 //!
 //! Without an adapter the GPU cases print "skipped: no adapter". `FENESTRA_BENCH_EVENTS` sets the
-//! batch size (default 4M events).
+//! batch size (default 4M events, cut to what the adapter takes at once).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fenestra::backend::cpu::CpuBackend;
@@ -56,6 +56,14 @@ fn bench(c: &mut Criterion) {
             println!("skipped: no adapter ({e}); only the CPU baseline runs");
             None
         }
+    };
+    // One batch must fit the device (lavapipe takes ~2.8M events of one column at once).
+    let n = match &gpu {
+        Some(g) if g.max_batch_events(1) < n => {
+            println!("batch cut from {n} to {} events, the most this adapter takes at once", g.max_batch_events(1));
+            g.max_batch_events(1)
+        }
+        _ => n,
     };
     let mut cpu = CpuBackend::new(0);
     let mut g = c.benchmark_group("kernels");
