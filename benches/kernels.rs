@@ -60,7 +60,10 @@ fn bench(c: &mut Criterion) {
     // One batch must fit the device (lavapipe takes ~2.8M events of one column at once).
     let n = match &gpu {
         Some(g) if g.max_batch_events(1) < n => {
-            println!("batch cut from {n} to {} events, the most this adapter takes at once", g.max_batch_events(1));
+            println!(
+                "batch cut from {n} to {} events, the most this adapter takes at once",
+                g.max_batch_events(1)
+            );
             g.max_batch_events(1)
         }
         _ => n,

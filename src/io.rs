@@ -91,6 +91,8 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
 /// is read whole (one chunk).
 pub struct ChunkReader {
     total_rows: usize,
+    delivered: usize,
+    path: PathBuf,
     first: Option<DataFrame>,
     rx: Option<std::sync::mpsc::Receiver<Result<DataFrame>>>,
     handle: Option<std::thread::JoinHandle<()>>,
@@ -109,6 +111,8 @@ impl ChunkReader {
             let df = read_frame(path)?;
             return Ok(ChunkReader {
                 total_rows: df.height(),
+                delivered: 0,
+                path: path.to_path_buf(),
                 first: Some(df),
                 rx: None,
                 handle: None,
@@ -152,6 +156,7 @@ impl ChunkReader {
             chunks.push((at, len));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
+        let target = path.to_path_buf();
         let path = path.to_path_buf();
         let handle = std::thread::Builder::new()
             .name("fenestra-reader".into())
@@ -171,6 +176,8 @@ impl ChunkReader {
             .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
         Ok(ChunkReader {
             total_rows,
+            delivered: 0,
+            path: target,
             first: None,
             rx: Some(rx),
             handle: Some(handle),
@@ -182,18 +189,41 @@ impl ChunkReader {
         self.total_rows
     }
 
-    /// The next chunk, in file order; `None` at the end.
+    /// The next chunk, in file order; `None` at the end. A reader that stops before it has
+    /// delivered every row of the file is an error, never a silently shorter input.
     pub fn next_chunk(&mut self) -> Option<Result<DataFrame>> {
         if let Some(df) = self.first.take() {
+            self.delivered += df.height();
             return Some(Ok(df));
         }
         let rx = self.rx.as_ref()?;
         match rx.recv() {
-            Ok(r) => Some(r),
+            Ok(Ok(df)) => {
+                self.delivered += df.height();
+                Some(Ok(df))
+            }
+            Ok(Err(e)) => {
+                self.rx = None;
+                Some(Err(e))
+            }
             Err(_) => {
                 self.rx = None;
-                if let Some(h) = self.handle.take() {
-                    let _ = h.join();
+                let panicked = self.handle.take().is_some_and(|h| h.join().is_err());
+                if panicked || self.delivered != self.total_rows {
+                    return Some(Err(Error::FileFormat {
+                        path: self.path.clone(),
+                        format: "Parquet",
+                        reason: format!(
+                            "the reader stopped after {} of {} rows{}",
+                            self.delivered,
+                            self.total_rows,
+                            if panicked {
+                                " (it failed on a damaged row group)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    }));
                 }
                 None
             }

@@ -793,4 +793,30 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Damaged bytes in the last row group (read in the second chunk, after output has begun):
+    // a clear error, and no output.
+    let damaged = p(dir.path(), "damaged.parquet");
+    let mut bytes = std::fs::read(&pq).unwrap();
+    let at = bytes.len() * 9 / 10;
+    for (i, b) in bytes[at..at + 4096].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    std::fs::write(&damaged, bytes).unwrap();
+    let out = p(dir.path(), "damaged_out.parquet");
+    let o = run(&[
+        "run",
+        "--input",
+        s(&damaged),
+        "--output",
+        s(&out),
+        "--window",
+        "tumble:1s",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(!o.status.success(), "a damaged row group was read without error");
+    let err = stderr(&o);
+    assert!(err.contains("damaged.parquet") && err.contains("Parquet"), "{err}");
+    assert!(!out.exists());
 }
