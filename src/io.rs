@@ -86,11 +86,15 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
     Ok(df)
 }
 
-/// An input file read in chunks of whole Parquet row groups on a reader thread, so that decoding
-/// overlaps aggregation and memory holds a few row groups rather than the whole file. A CSV file
-/// is read whole (one chunk).
+/// An input file read in chunks on a reader thread, so that decoding overlaps aggregation and
+/// memory holds a few chunks rather than the whole file: whole Parquet row groups, or blocks of
+/// about [`ChunkReader::CSV_BLOCK_BYTES`] of CSV cut at record ends (a newline outside quotes),
+/// parsed with the column types the first block inferred.
 pub struct ChunkReader {
     total_rows: usize,
+    /// Whether `total_rows` is exact (Parquet footer) or an estimate (CSV).
+    exact: bool,
+    format: &'static str,
     delivered: usize,
     path: PathBuf,
     first: Option<DataFrame>,
@@ -101,6 +105,8 @@ pub struct ChunkReader {
 impl ChunkReader {
     /// Rows per chunk at least (whole row groups are taken until a chunk has this many).
     pub const CHUNK_ROWS: usize = 1 << 20;
+    /// Bytes of CSV per chunk, about.
+    pub const CSV_BLOCK_BYTES: usize = 32 << 20;
 
     /// Opens `path` (format by extension) with the checks of [`read_frame`]: a missing,
     /// unreadable, truncated or empty file is an error here or, for a row group that turns out
@@ -108,15 +114,7 @@ impl ChunkReader {
     pub fn open(path: &Path) -> Result<ChunkReader> {
         let format = Format::of(path)?;
         if format == Format::Csv {
-            let df = read_frame(path)?;
-            return Ok(ChunkReader {
-                total_rows: df.height(),
-                delivered: 0,
-                path: path.to_path_buf(),
-                first: Some(df),
-                rx: None,
-                handle: None,
-            });
+            return Self::open_csv(path, Self::CSV_BLOCK_BYTES);
         }
         let cannot = |e: std::io::Error| Error::Io {
             action: "cannot read",
@@ -176,6 +174,8 @@ impl ChunkReader {
             .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
         Ok(ChunkReader {
             total_rows,
+            exact: true,
+            format: "Parquet",
             delivered: 0,
             path: target,
             first: None,
@@ -184,9 +184,97 @@ impl ChunkReader {
         })
     }
 
-    /// Rows in the whole file.
+    /// Rows in the whole file: exact for Parquet (from its footer), estimated for CSV from the
+    /// first block's bytes per row, and exact once the reader has reached the end.
     pub fn total_rows(&self) -> usize {
         self.total_rows
+    }
+
+    /// Opens a CSV file: the first block is read and parsed here (its errors come at once, and it
+    /// fixes the column types), the rest on the reader thread.
+    fn open_csv(path: &Path, block: usize) -> Result<ChunkReader> {
+        let cannot = cannot_read(path);
+        let mut file = File::open(path).map_err(&cannot)?;
+        let size = file.metadata().map_err(&cannot)?.len();
+        if size == 0 {
+            return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
+        }
+        let bad = {
+            let path = path.to_path_buf();
+            move |e: PolarsError| Error::FileFormat {
+                path: path.clone(),
+                format: "CSV",
+                reason: e.to_string(),
+            }
+        };
+        let mut carry = vec![];
+        let first_bytes = csv_block(&mut file, &mut carry, block)
+            .map_err(&cannot)?
+            .unwrap_or_default();
+        let first_len = first_bytes.len().max(1);
+        let first = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .into_reader_with_file_handle(std::io::Cursor::new(first_bytes))
+            .finish()
+            .map_err(bad.clone())?;
+        if first.height() == 0 && first_len as u64 >= size {
+            return Err(Error::EmptyInput(format!("'{}'", path.display())));
+        }
+        if first_len as u64 >= size {
+            // the whole file was one block
+            return Ok(ChunkReader {
+                total_rows: first.height(),
+                exact: true,
+                format: "CSV",
+                delivered: 0,
+                path: path.to_path_buf(),
+                first: Some(first),
+                rx: None,
+                handle: None,
+            });
+        }
+        let mut rest = file;
+        let schema = first.schema().clone();
+        let estimate = (first.height() as f64 * size as f64 / first_len as f64).round() as usize;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
+        let target = path.to_path_buf();
+        let handle = std::thread::Builder::new()
+            .name("fenestra-reader".into())
+            .spawn(move || {
+                let mut carry = carry;
+                loop {
+                    let bytes = match csv_block(&mut rest, &mut carry, block) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = tx.send(Err(cannot_read(&target)(e)));
+                            return;
+                        }
+                    };
+                    let res = CsvReadOptions::default()
+                        .with_has_header(false)
+                        .with_schema(Some(schema.clone()))
+                        .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+                        .finish()
+                        .map_err(bad.clone());
+                    let failed = res.is_err();
+                    if tx.send(res).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
+        Ok(ChunkReader {
+            total_rows: estimate.max(first.height()),
+            exact: false,
+            format: "CSV",
+            delivered: 0,
+            path: path.to_path_buf(),
+            first: Some(first),
+            rx: Some(rx),
+            handle: Some(handle),
+        })
     }
 
     /// The next chunk, in file order; `None` at the end. A reader that stops before it has
@@ -209,22 +297,19 @@ impl ChunkReader {
             Err(_) => {
                 self.rx = None;
                 let panicked = self.handle.take().is_some_and(|h| h.join().is_err());
-                if panicked || self.delivered != self.total_rows {
+                if panicked || (self.exact && self.delivered != self.total_rows) {
                     return Some(Err(Error::FileFormat {
                         path: self.path.clone(),
-                        format: "Parquet",
+                        format: self.format,
                         reason: format!(
                             "the reader stopped after {} of {} rows{}",
                             self.delivered,
                             self.total_rows,
-                            if panicked {
-                                " (it failed on a damaged row group)"
-                            } else {
-                                ""
-                            }
+                            if panicked { " (it failed on damaged data)" } else { "" }
                         ),
                     }));
                 }
+                self.total_rows = self.delivered;
                 None
             }
         }
@@ -237,6 +322,45 @@ impl Drop for ChunkReader {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// The next block of whole CSV records from `r`: about `block` bytes (more when one record is
+/// longer), cut after the last newline that is outside double quotes. `carry` holds the bytes
+/// read past the cut, for the next call; at the end of the input the rest is returned whole.
+/// `None` when nothing is left.
+fn csv_block(r: &mut impl std::io::Read, carry: &mut Vec<u8>, block: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let block = block.max(1);
+    let mut buf = std::mem::take(carry);
+    let (mut eof, mut scanned, mut quotes, mut cut) = (false, 0usize, 0usize, None);
+    loop {
+        let want = if buf.len() >= block { buf.len() + block } else { block };
+        while !eof && buf.len() < want {
+            let filled = buf.len();
+            buf.resize(want, 0);
+            let n = r.read(&mut buf[filled..])?;
+            buf.truncate(filled + n);
+            eof = n == 0;
+        }
+        for (i, &b) in buf.iter().enumerate().skip(scanned) {
+            if b == b'"' {
+                quotes += 1;
+            } else if b == b'\n' && quotes % 2 == 0 {
+                cut = Some(i + 1);
+            }
+        }
+        scanned = buf.len();
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if eof {
+            return Ok(Some(buf));
+        }
+        if let Some(c) = cut {
+            *carry = buf.split_off(c);
+            return Ok(Some(buf));
+        }
+        // no record end in the block yet (one very long record): read on
     }
 }
 
@@ -1161,6 +1285,67 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn csv_blocks_end_at_record_ends_outside_quotes() {
+        let text = "a,b\n1,\"x\ny\"\n22,\"q\"\"r\"\r\n333,zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\n4,last";
+        for block in [1usize, 3, 7, 16, 1000] {
+            let mut r = std::io::Cursor::new(text.as_bytes().to_vec());
+            let mut carry = vec![];
+            let mut parts: Vec<String> = vec![];
+            while let Some(b) = csv_block(&mut r, &mut carry, block).unwrap() {
+                parts.push(String::from_utf8(b).unwrap());
+            }
+            assert_eq!(parts.concat(), text, "block {block}: bytes lost or repeated");
+            for p in &parts[..parts.len() - 1] {
+                assert!(p.ends_with('\n'), "block {block}: {p:?} is cut inside a record");
+                assert_eq!(
+                    p.matches('"').count() % 2,
+                    0,
+                    "block {block}: {p:?} is cut inside quotes"
+                );
+            }
+            if block >= 1000 {
+                assert_eq!(parts.len(), 1);
+            }
+        }
+        let mut carry = vec![];
+        assert!(
+            csv_block(&mut std::io::Cursor::new(Vec::<u8>::new()), &mut carry, 8)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn csv_in_several_blocks_reads_like_csv_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        let mut text = String::from("ts,key,value,note\n");
+        for i in 0..5000 {
+            let note = if i % 7 == 0 {
+                format!("\"multi\nline {i}\"")
+            } else {
+                format!("n{i}")
+            };
+            text.push_str(&format!("{},{},{}.5,{}\n", i * 3, i % 11, i, note));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let whole = read_frame(&path).unwrap();
+        let mut reader = ChunkReader::open_csv(&path, 4096).unwrap();
+        let mut parts = vec![];
+        while let Some(c) = reader.next_chunk() {
+            parts.push(c.unwrap());
+        }
+        assert!(parts.len() > 10, "{} chunks", parts.len());
+        assert_eq!(reader.total_rows(), 5000);
+        let mut all = parts[0].clone();
+        for p in &parts[1..] {
+            assert_eq!(p.schema(), parts[0].schema());
+            all.vstack_mut(p).unwrap();
+        }
+        assert!(all.equals_missing(&whole));
     }
 
     #[test]
