@@ -204,6 +204,7 @@ struct BenchArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_vulkan_loader();
     if let Command::Run(a) = &cli.command
         && a.ml.model_in.is_some()
         && std::env::var_os("BURN_DEVICE").is_none()
@@ -678,5 +679,23 @@ fn batch_line(p: &Pipeline) -> String {
             b.fixed_share * 100.0
         ),
         None => format!("{} events", p.batch_size()),
+    }
+}
+
+/// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid or not set" on every adapter
+/// probe when the variable is missing (containers, CI, ssh sessions); point it at a private
+/// directory so that the only errors a user sees are real ones.
+fn quiet_vulkan_loader() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+        let dir = std::env::temp_dir().join(format!("fenestra-runtime-{user}"));
+        if std::fs::create_dir_all(&dir).is_ok()
+            && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok()
+        {
+            // SAFETY: called first thing in main, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
     }
 }
