@@ -92,6 +92,8 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
 /// parsed with the column types the first block inferred.
 pub struct ChunkReader {
     total_rows: usize,
+    /// Set after an error: every later call repeats it.
+    failed: Option<String>,
     /// Whether `total_rows` is exact (Parquet footer) or an estimate (CSV).
     exact: bool,
     format: &'static str,
@@ -111,10 +113,13 @@ impl ChunkReader {
     /// Opens `path` (format by extension) with the checks of [`read_frame`]: a missing,
     /// unreadable, truncated or empty file is an error here or, for a row group that turns out
     /// damaged, from [`ChunkReader::next_chunk`].
-    pub fn open(path: &Path) -> Result<ChunkReader> {
+    ///
+    /// `float_columns` (the value columns) are read from CSV as floats even where the first rows
+    /// hold only integers, so that a `2.5` after 10,000 integer values is not a type error.
+    pub fn open(path: &Path, float_columns: &[String]) -> Result<ChunkReader> {
         let format = Format::of(path)?;
         if format == Format::Csv {
-            return Self::open_csv(path, Self::CSV_BLOCK_BYTES);
+            return Self::open_csv(path, Self::CSV_BLOCK_BYTES, float_columns);
         }
         let cannot = |e: std::io::Error| Error::Io {
             action: "cannot read",
@@ -174,6 +179,7 @@ impl ChunkReader {
             .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
         Ok(ChunkReader {
             total_rows,
+            failed: None,
             exact: true,
             format: "Parquet",
             delivered: 0,
@@ -192,7 +198,7 @@ impl ChunkReader {
 
     /// Opens a CSV file: the first block is read and parsed here (its errors come at once, and it
     /// fixes the column types), the rest on the reader thread.
-    fn open_csv(path: &Path, block: usize) -> Result<ChunkReader> {
+    fn open_csv(path: &Path, block: usize, float_columns: &[String]) -> Result<ChunkReader> {
         let cannot = cannot_read(path);
         let mut file = File::open(path).map_err(&cannot)?;
         let size = file.metadata().map_err(&cannot)?.len();
@@ -207,17 +213,36 @@ impl ChunkReader {
                 reason: e.to_string(),
             }
         };
+        // The first block decides the column types: it holds at least the rows `read_frame`
+        // infers them from (10,000), more blocks joined if need be.
         let mut carry = vec![];
-        let first_bytes = csv_block(&mut file, &mut carry, block)
-            .map_err(&cannot)?
-            .unwrap_or_default();
+        let mut first_bytes: Vec<u8> = vec![];
+        while csv_records(&first_bytes) <= INFER_ROWS {
+            match csv_block(&mut file, &mut carry, block).map_err(&cannot)? {
+                Some(b) => first_bytes.extend_from_slice(&b),
+                None => break,
+            }
+        }
         let first_len = first_bytes.len().max(1);
-        let first = CsvReadOptions::default()
-            .with_has_header(true)
-            .with_infer_schema_length(Some(10_000))
-            .into_reader_with_file_handle(std::io::Cursor::new(first_bytes))
-            .finish()
-            .map_err(bad.clone())?;
+        let parse_first = |overwrite: Option<SchemaRef>| {
+            CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(Some(INFER_ROWS))
+                .with_schema_overwrite(overwrite)
+                .into_reader_with_file_handle(std::io::Cursor::new(first_bytes.clone()))
+                .finish()
+                .map_err(bad.clone())
+        };
+        let mut first = parse_first(None)?;
+        let widen: Vec<Field> = float_columns
+            .iter()
+            .filter(|c| first.schema().get(c.as_str()).is_some_and(|dt| dt.is_integer()))
+            .map(|c| Field::new(c.as_str().into(), DataType::Float64))
+            .collect();
+        if !widen.is_empty() {
+            first = parse_first(Some(std::sync::Arc::new(Schema::from_iter(widen))))?;
+        }
+        drop(first_bytes);
         if first.height() == 0 && first_len as u64 >= size {
             return Err(Error::EmptyInput(format!("'{}'", path.display())));
         }
@@ -225,6 +250,7 @@ impl ChunkReader {
             // the whole file was one block
             return Ok(ChunkReader {
                 total_rows: first.height(),
+                failed: None,
                 exact: true,
                 format: "CSV",
                 delivered: 0,
@@ -239,10 +265,13 @@ impl ChunkReader {
         let estimate = (first.height() as f64 * size as f64 / first_len as f64).round() as usize;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
         let target = path.to_path_buf();
+        let first_rows = first.height();
         let handle = std::thread::Builder::new()
             .name("fenestra-reader".into())
             .spawn(move || {
                 let mut carry = carry;
+                // where the block starts, for error messages (polars counts within the block)
+                let (mut offset, mut row) = (first_len as u64, first_rows as u64);
                 loop {
                     let bytes = match csv_block(&mut rest, &mut carry, block) {
                         Ok(Some(b)) => b,
@@ -252,12 +281,23 @@ impl ChunkReader {
                             return;
                         }
                     };
+                    let len = bytes.len() as u64;
                     let res = CsvReadOptions::default()
                         .with_has_header(false)
                         .with_schema(Some(schema.clone()))
                         .into_reader_with_file_handle(std::io::Cursor::new(bytes))
                         .finish()
-                        .map_err(bad.clone());
+                        .map_err(|e| Error::FileFormat {
+                            path: target.clone(),
+                            format: "CSV",
+                            reason: format!(
+                                "in the block that starts at byte {offset} (data row {row}; offsets below count from there): {e}"
+                            ),
+                        });
+                    if let Ok(df) = &res {
+                        row += df.height() as u64;
+                    }
+                    offset += len;
                     let failed = res.is_err();
                     if tx.send(res).is_err() || failed {
                         return;
@@ -267,6 +307,7 @@ impl ChunkReader {
             .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
         Ok(ChunkReader {
             total_rows: estimate.max(first.height()),
+            failed: None,
             exact: false,
             format: "CSV",
             delivered: 0,
@@ -280,6 +321,21 @@ impl ChunkReader {
     /// The next chunk, in file order; `None` at the end. A reader that stops before it has
     /// delivered every row of the file is an error, never a silently shorter input.
     pub fn next_chunk(&mut self) -> Option<Result<DataFrame>> {
+        if let Some(e) = &self.failed {
+            return Some(Err(Error::FileFormat {
+                path: self.path.clone(),
+                format: self.format,
+                reason: format!("reading stopped at an earlier error: {e}"),
+            }));
+        }
+        let res = self.next_inner();
+        if let Some(Err(e)) = &res {
+            self.failed = Some(e.to_string());
+        }
+        res
+    }
+
+    fn next_inner(&mut self) -> Option<Result<DataFrame>> {
         if let Some(df) = self.first.take() {
             self.delivered += df.height();
             return Some(Ok(df));
@@ -302,14 +358,18 @@ impl ChunkReader {
                         path: self.path.clone(),
                         format: self.format,
                         reason: format!(
-                            "the reader stopped after {} of {} rows{}",
+                            "the reader stopped after {} of {}{} rows{}",
                             self.delivered,
+                            if self.exact { "" } else { "about " },
                             self.total_rows,
                             if panicked { " (it failed on damaged data)" } else { "" }
                         ),
                     }));
                 }
                 self.total_rows = self.delivered;
+                if self.delivered == 0 {
+                    return Some(Err(Error::EmptyInput(format!("'{}'", self.path.display()))));
+                }
                 None
             }
         }
@@ -323,6 +383,22 @@ impl Drop for ChunkReader {
             let _ = h.join();
         }
     }
+}
+
+/// Rows the column types of a CSV file are inferred from.
+const INFER_ROWS: usize = 10_000;
+
+/// Record ends (newlines outside double quotes) in `bytes`.
+fn csv_records(bytes: &[u8]) -> usize {
+    let (mut quotes, mut n) = (0usize, 0usize);
+    for &b in bytes {
+        if b == b'"' {
+            quotes += 1;
+        } else if b == b'\n' && quotes % 2 == 0 {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The next block of whole CSV records from `r`: about `block` bytes (more when one record is
@@ -1026,9 +1102,16 @@ impl RowFileWriter {
                         let mut df: Option<DataFrame> = None;
                         for (rows, ml) in pieces {
                             times.rows += rows.len() as u64;
+                            let rows_len = rows.len();
                             let mut part = rows_to_frame(rows, &keys, &key_out, &value_cols, &aggs)?;
                             if let Some(task) = task {
-                                let ml = ml.unwrap_or_default();
+                                // rows handed over without model outputs get null model columns
+                                let n = rows_len;
+                                let ml = ml.unwrap_or_else(|| crate::ml::MlOutput {
+                                    prediction: vec![None; n],
+                                    score: vec![None; n],
+                                    model_version: vec![None; n],
+                                });
                                 for c in ml_columns(&ml, task) {
                                     part.with_column(c).map_err(Error::from)?;
                                 }
@@ -1323,7 +1406,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
         let mut text = String::from("ts,key,value,note\n");
-        for i in 0..5000 {
+        for i in 0..30_000 {
             let note = if i % 7 == 0 {
                 format!("\"multi\nline {i}\"")
             } else {
@@ -1333,19 +1416,59 @@ mod tests {
         }
         std::fs::write(&path, &text).unwrap();
         let whole = read_frame(&path).unwrap();
-        let mut reader = ChunkReader::open_csv(&path, 4096).unwrap();
+        let mut reader = ChunkReader::open_csv(&path, 4096, &[]).unwrap();
         let mut parts = vec![];
         while let Some(c) = reader.next_chunk() {
             parts.push(c.unwrap());
         }
         assert!(parts.len() > 10, "{} chunks", parts.len());
-        assert_eq!(reader.total_rows(), 5000);
+        assert_eq!(reader.total_rows(), 30_000);
         let mut all = parts[0].clone();
         for p in &parts[1..] {
             assert_eq!(p.schema(), parts[0].schema());
             all.vstack_mut(p).unwrap();
         }
         assert!(all.equals_missing(&whole));
+    }
+
+    #[test]
+    fn csv_blocks_keep_the_types_and_place_errors_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Integer values for 12,000 rows (more than the 4 KiB blocks and the 10,000 rows types
+        // are inferred from), then a float: the value column is read as floats throughout.
+        let path = dir.path().join("in.csv");
+        let mut text = String::from("ts,key,value\n");
+        for i in 0..12_000 {
+            text.push_str(&format!("{i},{},{}\n", i % 5, i % 100));
+        }
+        std::fs::write(&path, text.clone() + "12000,1,2.5\n").unwrap();
+        let mut r = ChunkReader::open_csv(&path, 4096, &["value".to_string()]).unwrap();
+        let (mut n, mut last) = (0, 0.0);
+        let mut chunks = 0;
+        while let Some(c) = r.next_chunk() {
+            let c = c.unwrap();
+            assert_eq!(c.column("value").unwrap().dtype(), &DataType::Float64);
+            assert_eq!(c.column("ts").unwrap().dtype(), &DataType::Int64);
+            n += c.height();
+            last = c.column("value").unwrap().f64().unwrap().get(c.height() - 1).unwrap();
+            chunks += 1;
+        }
+        assert!(chunks > 1);
+        assert_eq!((n, last), (12_001, 2.5));
+        // a bad value in a later block: reported with the block's place in the file
+        let bad = text + &"12000,1,7\n".repeat(2000) + "99999,oops,1\n";
+        std::fs::write(&path, &bad).unwrap();
+        let mut r = ChunkReader::open_csv(&path, 4096, &["value".to_string()]).unwrap();
+        let err = loop {
+            match r.next_chunk() {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e.to_string(),
+                None => panic!("a bad value was read without error"),
+            }
+        };
+        assert!(err.contains("starts at byte") && err.contains("data row"), "{err}");
+        // after an error, the reader never reports a clean end
+        assert!(matches!(r.next_chunk(), Some(Err(_))));
     }
 
     #[test]

@@ -311,9 +311,10 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         ProgressBar::new_spinner()
     };
     spinner.set_message(format!("reading {}", a.input.display()));
-    // Parquet is read a chunk of row groups at a time on a reader thread (decoding overlaps
-    // aggregation; memory holds a few row groups); CSV is read whole.
-    let mut input = io::ChunkReader::open(&a.input)?;
+    // The input is read a chunk at a time on a reader thread (whole Parquet row groups, or CSV
+    // blocks cut at record ends): decoding overlaps aggregation and memory holds a few chunks.
+    // `read` below is the time to the first chunk; later chunks decode during aggregation.
+    let mut input = io::ChunkReader::open(&a.input, &cols.values)?;
     let first = match input.next_chunk() {
         Some(c) => c?,
         None => return Err(fenestra::Error::EmptyInput(format!("'{}'", a.input.display())).into()),
@@ -408,6 +409,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         }
         chunk_start += h;
         next = input.next_chunk().transpose()?;
+        // a CSV file's row count is an estimate until its end is reached
+        pb.set_length(input.total_rows().max(chunk_start) as u64);
     }
     let out = pipeline.finish()?;
     n_rows += out.rows.len();
@@ -466,7 +469,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     );
     if a.verbose {
         eprintln!(
-            "phases (s): read {read_s:.3}, aggregate {agg_s:.3} (ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}, ml {:.3}), then waited {write_wait_s:.3} for the writer thread (build output {frame_s:.3}, encode+write {write_s:.3}, overlapped with aggregation)",
+            "phases (s): first chunk read {read_s:.3}, aggregate {agg_s:.3} (later chunks decoded alongside; ingest {:.3}, assign {:.3}, upload {:.3}, kernels {:.3}, read-back {:.3}, store {:.3}, ml {:.3}), then waited {write_wait_s:.3} for the writer thread (build output {frame_s:.3}, encode+write {write_s:.3}, overlapped with aggregation)",
             m.ingest_s, m.assign_s, m.backend.upload_s, m.backend.kernel_s, m.backend.readback_s, m.store_s, m.ml_s
         );
         eprintln!(
