@@ -1402,6 +1402,42 @@ mod tests {
     }
 
     #[test]
+    fn csv_blocks_on_random_records() {
+        let mut rng = crate::generator::Rng::new(5);
+        for _ in 0..200 {
+            let mut text = String::new();
+            let mut ends = vec![];
+            for _ in 0..rng.below(40) {
+                let fields: Vec<String> = (0..1 + rng.below(4))
+                    .map(|_| match rng.below(4) {
+                        0 => "\"a\nb,\"\"c\"\"\"".to_string(),
+                        1 => "\"\"".to_string(),
+                        _ => "x".repeat(rng.below(30) as usize),
+                    })
+                    .collect();
+                text.push_str(&fields.join(","));
+                text.push_str(if rng.below(2) == 0 { "\n" } else { "\r\n" });
+                ends.push(text.len());
+            }
+            if rng.below(3) == 0 {
+                text.push_str("tail,\"q\"");
+            }
+            let block = 1 + rng.below(64) as usize;
+            let mut r = std::io::Cursor::new(text.as_bytes().to_vec());
+            let (mut carry, mut at) = (vec![], 0usize);
+            while let Some(b) = csv_block(&mut r, &mut carry, block).unwrap() {
+                assert_eq!(&text.as_bytes()[at..at + b.len()], &b[..]);
+                at += b.len();
+                assert!(
+                    at == text.len() || ends.contains(&at),
+                    "cut inside a record at {at}: {text:?}"
+                );
+            }
+            assert_eq!(at, text.len());
+        }
+    }
+
+    #[test]
     fn csv_in_several_blocks_reads_like_csv_read_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
