@@ -53,24 +53,8 @@ impl Format {
 /// Reads a whole Parquet or CSV file (format by extension).
 pub fn read_frame(path: &Path) -> Result<DataFrame> {
     let format = Format::of(path)?;
-    let file = File::open(path).map_err(|e| Error::Io {
-        action: "cannot read",
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let meta = file.metadata().map_err(|e| Error::Io {
-        action: "cannot read",
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    if meta.len() == 0 {
-        return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
-    }
-    let bad = |e: PolarsError| Error::FileFormat {
-        path: path.to_path_buf(),
-        format: format.name(),
-        reason: e.to_string(),
-    };
+    let (file, _) = open_input(path)?;
+    let bad = format_error(path, format.name());
     let df = match format {
         Format::Parquet => ParquetReader::new(file).finish().map_err(bad)?,
         Format::Csv => CsvReadOptions::default()
@@ -121,23 +105,8 @@ impl ChunkReader {
         if format == Format::Csv {
             return Self::open_csv(path, Self::CSV_BLOCK_BYTES, float_columns);
         }
-        let cannot = |e: std::io::Error| Error::Io {
-            action: "cannot read",
-            path: path.to_path_buf(),
-            source: e,
-        };
-        let file = File::open(path).map_err(cannot)?;
-        if file.metadata().map_err(cannot)?.len() == 0 {
-            return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
-        }
-        let bad = {
-            let path = path.to_path_buf();
-            move |e: PolarsError| Error::FileFormat {
-                path: path.clone(),
-                format: format.name(),
-                reason: e.to_string(),
-            }
-        };
+        let (file, _) = open_input(path)?;
+        let bad = format_error(path, format.name());
         let mut reader = ParquetReader::new(file);
         let meta = reader.get_metadata().map_err(bad.clone())?.clone();
         let total_rows = meta.num_rows;
@@ -158,36 +127,39 @@ impl ChunkReader {
         if len > 0 {
             chunks.push((at, len));
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
         let target = path.to_path_buf();
-        let path = path.to_path_buf();
-        let handle = std::thread::Builder::new()
-            .name("fenestra-reader".into())
-            .spawn(move || {
-                for (at, len) in chunks {
-                    let res = File::open(&path).map_err(cannot_read(&path)).and_then(|f| {
-                        let mut r = ParquetReader::new(f).with_slice(Some((at, len)));
-                        r.set_metadata(meta.clone());
-                        r.finish().map_err(bad.clone())
-                    });
-                    let failed = res.is_err();
-                    if tx.send(res).is_err() || failed {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
-        Ok(ChunkReader {
+        let mut chunks = chunks.into_iter();
+        let thread = reader_thread(move || {
+            let (at, len) = chunks.next()?;
+            Some(File::open(&target).map_err(cannot_read(&target)).and_then(|f| {
+                let mut r = ParquetReader::new(f).with_slice(Some((at, len)));
+                r.set_metadata(meta.clone());
+                r.finish().map_err(bad.clone())
+            }))
+        })?;
+        Ok(ChunkReader::new(path, format, total_rows, true, None, Some(thread)))
+    }
+
+    fn new(
+        path: &Path,
+        format: Format,
+        total_rows: usize,
+        exact: bool,
+        first: Option<DataFrame>,
+        thread: Option<ReaderThread>,
+    ) -> ChunkReader {
+        let (rx, handle) = thread.map_or((None, None), |(rx, h)| (Some(rx), Some(h)));
+        ChunkReader {
             total_rows,
             failed: None,
-            exact: true,
-            format: "Parquet",
+            exact,
+            format: format.name(),
             delivered: 0,
-            path: target,
-            first: None,
-            rx: Some(rx),
-            handle: Some(handle),
-        })
+            path: path.to_path_buf(),
+            first,
+            rx,
+            handle,
+        }
     }
 
     /// Rows in the whole file: exact for Parquet (from its footer), estimated for CSV from the
@@ -200,19 +172,8 @@ impl ChunkReader {
     /// fixes the column types), the rest on the reader thread.
     fn open_csv(path: &Path, block: usize, float_columns: &[String]) -> Result<ChunkReader> {
         let cannot = cannot_read(path);
-        let mut file = File::open(path).map_err(&cannot)?;
-        let size = file.metadata().map_err(&cannot)?.len();
-        if size == 0 {
-            return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
-        }
-        let bad = {
-            let path = path.to_path_buf();
-            move |e: PolarsError| Error::FileFormat {
-                path: path.clone(),
-                format: "CSV",
-                reason: e.to_string(),
-            }
-        };
+        let (mut file, size) = open_input(path)?;
+        let bad = format_error(path, Format::Csv.name());
         // The first block decides the column types: it holds at least the rows `read_frame`
         // infers them from (10,000), more blocks joined if need be.
         let mut carry = vec![];
@@ -248,74 +209,54 @@ impl ChunkReader {
         }
         if first_len as u64 >= size {
             // the whole file was one block
-            return Ok(ChunkReader {
-                total_rows: first.height(),
-                failed: None,
-                exact: true,
-                format: "CSV",
-                delivered: 0,
-                path: path.to_path_buf(),
-                first: Some(first),
-                rx: None,
-                handle: None,
-            });
+            return Ok(ChunkReader::new(
+                path,
+                Format::Csv,
+                first.height(),
+                true,
+                Some(first),
+                None,
+            ));
         }
         let mut rest = file;
         let schema = first.schema().clone();
         let estimate = (first.height() as f64 * size as f64 / first_len as f64).round() as usize;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
         let target = path.to_path_buf();
-        let first_rows = first.height();
-        let handle = std::thread::Builder::new()
-            .name("fenestra-reader".into())
-            .spawn(move || {
-                let mut carry = carry;
-                // where the block starts, for error messages (polars counts within the block)
-                let (mut offset, mut row) = (first_len as u64, first_rows as u64);
-                loop {
-                    let bytes = match csv_block(&mut rest, &mut carry, block) {
-                        Ok(Some(b)) => b,
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = tx.send(Err(cannot_read(&target)(e)));
-                            return;
-                        }
-                    };
-                    let len = bytes.len() as u64;
-                    let res = CsvReadOptions::default()
-                        .with_has_header(false)
-                        .with_schema(Some(schema.clone()))
-                        .into_reader_with_file_handle(std::io::Cursor::new(bytes))
-                        .finish()
-                        .map_err(|e| Error::FileFormat {
-                            path: target.clone(),
-                            format: "CSV",
-                            reason: format!(
-                                "in the block that starts at byte {offset} (data row {row}; offsets below count from there): {e}"
-                            ),
-                        });
-                    if let Ok(df) = &res {
-                        row += df.height() as u64;
-                    }
-                    offset += len;
-                    let failed = res.is_err();
-                    if tx.send(res).is_err() || failed {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
-        Ok(ChunkReader {
-            total_rows: estimate.max(first.height()),
-            failed: None,
-            exact: false,
-            format: "CSV",
-            delivered: 0,
-            path: path.to_path_buf(),
-            first: Some(first),
-            rx: Some(rx),
-            handle: Some(handle),
-        })
+        // where the next block starts, for error messages (polars counts within the block)
+        let (mut offset, mut row) = (first_len as u64, first.height() as u64);
+        let thread = reader_thread(move || {
+            let bytes = match csv_block(&mut rest, &mut carry, block) {
+                Ok(b) => b?,
+                Err(e) => return Some(Err(cannot_read(&target)(e))),
+            };
+            let len = bytes.len() as u64;
+            let res = CsvReadOptions::default()
+                .with_has_header(false)
+                .with_schema(Some(schema.clone()))
+                .into_reader_with_file_handle(std::io::Cursor::new(bytes))
+                .finish()
+                .map_err(|e| Error::FileFormat {
+                    path: target.clone(),
+                    format: Format::Csv.name(),
+                    reason: format!(
+                        "in the block that starts at byte {offset} (data row {row}; offsets below count from there): {e}"
+                    ),
+                });
+            if let Ok(df) = &res {
+                row += df.height() as u64;
+            }
+            offset += len;
+            Some(res)
+        })?;
+        let total = estimate.max(first.height());
+        Ok(ChunkReader::new(
+            path,
+            Format::Csv,
+            total,
+            false,
+            Some(first),
+            Some(thread),
+        ))
     }
 
     /// The next chunk, in file order; `None` at the end. A reader that stops before it has
@@ -437,6 +378,50 @@ fn csv_block(r: &mut impl std::io::Read, carry: &mut Vec<u8>, block: usize) -> s
             return Ok(Some(buf));
         }
         // no record end in the block yet (one very long record): read on
+    }
+}
+
+type ReaderThread = (
+    std::sync::mpsc::Receiver<Result<DataFrame>>,
+    std::thread::JoinHandle<()>,
+);
+
+/// Runs `next` on a reader thread until it returns `None` or an error, handing each chunk over
+/// through a channel of one (the reader stays one chunk ahead of its consumer).
+fn reader_thread(mut next: impl FnMut() -> Option<Result<DataFrame>> + Send + 'static) -> Result<ReaderThread> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
+    let handle = std::thread::Builder::new()
+        .name("fenestra-reader".into())
+        .spawn(move || {
+            while let Some(res) = next() {
+                let failed = res.is_err();
+                if tx.send(res).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::config(format!("cannot start the reader thread: {e}")))?;
+    Ok((rx, handle))
+}
+
+/// Opens an input file and checks it is not empty; returns it with its size.
+fn open_input(path: &Path) -> Result<(File, u64)> {
+    let cannot = cannot_read(path);
+    let file = File::open(path).map_err(&cannot)?;
+    let size = file.metadata().map_err(&cannot)?.len();
+    if size == 0 {
+        return Err(Error::EmptyInput(format!("'{}' (0 bytes)", path.display())));
+    }
+    Ok((file, size))
+}
+
+/// Maps a polars reader error to an error naming the file and its format.
+fn format_error(path: &Path, format: &'static str) -> impl Fn(PolarsError) -> Error + Clone + Send + 'static {
+    let path = path.to_path_buf();
+    move |e| Error::FileFormat {
+        path: path.clone(),
+        format,
+        reason: e.to_string(),
     }
 }
 
