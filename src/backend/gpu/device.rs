@@ -892,3 +892,46 @@ impl AggBackend for GpuBackend {
         self.policy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Params;
+    use wgpu::naga;
+
+    /// `Params` is written by the host and read by every shader through
+    /// `shaders/shared/params.wgsl`: the two layouts must agree member by member.
+    #[test]
+    fn params_match_the_wgsl_block() {
+        let src = super::shaders::source("shared/params.wgsl").expect("params.wgsl");
+        let module = naga::front::wgsl::parse_str(&src).expect("parse");
+        let (_, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .expect("struct Params");
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("Params is not a struct");
+        };
+        assert_eq!(*span as usize, std::mem::size_of::<Params>());
+        let p = Params::default();
+        let base = &p as *const Params as usize;
+        let host = [
+            ("n_events", &p.n_events as *const u32 as usize),
+            ("n_sorted", &p.n_sorted as *const u32 as usize),
+            ("num_slots", &p.num_slots as *const u32 as usize),
+            ("col", &p.col as *const u32 as usize),
+            ("len", &p.len as *const u32 as usize),
+            ("chunk", &p.chunk as *const u32 as usize),
+            ("stride", &p.stride as *const u32 as usize),
+            ("ncols", &p.ncols as *const u32 as usize),
+            ("one", &p.one as *const f32 as usize),
+        ];
+        for (name, at) in host {
+            let m = members
+                .iter()
+                .find(|m| m.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{name} missing in params.wgsl"));
+            assert_eq!(m.offset as usize, at - base, "offset of {name}");
+        }
+    }
+}
