@@ -179,12 +179,6 @@ impl PipelineBuilder {
         self
     }
 
-    /// Leaves the micro-batch size to the backend (the default; see [`PipelineConfig::batch_size`]).
-    pub fn auto_batch_size(mut self) -> Self {
-        self.config.batch_size = None;
-        self
-    }
-
     /// CPU threads for the cpu backend (0 = all).
     pub fn threads(mut self, n: usize) -> Self {
         self.config.threads = n;
@@ -575,7 +569,7 @@ impl Pipeline {
     pub fn push_int_keys(&mut self, ts: &[i64], keys: &[i64], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
-        let mut batch = self.take_batch();
+        let mut batch = self.recycled_batch();
         if keys.len() != ts.len() {
             return Err(Error::RaggedBatch(format!(
                 "ts has {} rows, keys {}",
@@ -591,7 +585,7 @@ impl Pipeline {
     pub fn push_str_keys(&mut self, ts: &[i64], keys: &[Option<&str>], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
-        let mut batch = self.take_batch();
+        let mut batch = self.recycled_batch();
         if keys.len() != ts.len() {
             return Err(Error::RaggedBatch(format!(
                 "ts has {} rows, keys {}",
@@ -607,7 +601,7 @@ impl Pipeline {
     pub fn push_unkeyed(&mut self, ts: &[i64], values: &[&[f64]]) -> Result<()> {
         self.check_open()?;
         let t0 = Instant::now();
-        let mut batch = self.take_batch();
+        let mut batch = self.recycled_batch();
         self.dict.encode_none(ts.len(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
     }
@@ -616,11 +610,6 @@ impl Pipeline {
     /// and hand to [`Pipeline::push_encoded`]: a stream of batches then needs no fresh memory
     /// per batch (see [`crate::io::frame_to_batch_into`]).
     pub fn recycled_batch(&mut self) -> EventBatch {
-        self.take_batch()
-    }
-
-    /// An empty batch, re-using the buffers of an earlier one when there is one.
-    fn take_batch(&mut self) -> EventBatch {
         let mut b = self.batch_pool.take().unwrap_or_default();
         b.ts.clear();
         b.keys.clear();

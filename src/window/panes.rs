@@ -537,13 +537,22 @@ impl PaneStore {
         }
     }
 
+    /// With allowed lateness, records the first firing of window `start` for the keys in
+    /// `self.order`, so that late updates emit the next revision.
+    fn remember_fired(&mut self, start: i64) {
+        if self.lateness > 0 {
+            for &k in &self.order {
+                self.fired.insert((start, k), 0);
+            }
+        }
+    }
+
     /// Merges the panes of window `[start, start + size)` for every key and emits one row each,
     /// in key order.
     fn fire_window(&mut self, start: i64, keys: &KeyOrder, out: &mut WindowRows) {
         let end = start + self.layout.size;
         let lo = self.layout.pane_of(start);
         let hi = self.layout.pane_of(end - 1);
-        let keep = self.lateness > 0;
         if lo == hi {
             // A tumbling window is one pane: emit its rows directly.
             let Some(&pi) = self.index.get(&lo) else { return };
@@ -557,11 +566,7 @@ impl PaneStore {
             out.extend_firing(start, end, &self.order, &pane.count, &pane.cols, |k| {
                 index[k as usize] as usize
             });
-            if keep {
-                for &k in &self.order {
-                    self.fired.insert((start, k), 0);
-                }
-            }
+            self.remember_fired(start);
             return;
         }
         let dense = if self.want_m2 {
@@ -591,11 +596,6 @@ impl PaneStore {
         out.extend_firing(start, end, &self.order, &acc.count, &acc.cols, |k| {
             keys.rank(k) as usize
         });
-        if keep {
-            for &k in &self.order {
-                self.fired.insert((start, k), 0);
-            }
-        }
         let ncols = self.ncols;
         for &r in &acc.touched {
             let r = r as usize;
@@ -603,6 +603,7 @@ impl PaneStore {
             acc.cols[r * ncols..(r + 1) * ncols].fill(ColPartial::IDENTITY);
         }
         acc.touched.clear();
+        self.remember_fired(start);
     }
 
     /// Merges panes `lo..=hi` into the accumulator, which is indexed by key rank. Each pane is
