@@ -100,7 +100,7 @@ pub struct StageTimes {
     pub kernel_s: f64,
     /// Device → host transfers, seconds.
     pub readback_s: f64,
-    /// Batches reduced.
+    /// Batches the device completed (GPU; 0 on backends that reduce on the host).
     pub batches: u64,
     /// Batches that were submitted while another was still in flight on the device.
     pub overlapped: u64,
