@@ -374,6 +374,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let mut n_rows = 0usize;
     let mut late = fenestra::LateEvents::default();
     let mut late_frames: Vec<DataFrame> = vec![];
+    let mut late_taken = 0usize;
     let bs = pipeline.batch_size();
     let mut chunk_start = 0usize;
     let mut next = Some(first);
@@ -401,11 +402,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         }
         // Late events are known as soon as their batch is assigned: keep their input rows
         // while the chunk is at hand.
-        if a.late_output.is_some() {
-            let seen: usize = late_frames.iter().map(|f| f.height()).sum();
-            if late.row.len() > seen {
-                late_frames.push(io::late_rows(&df, &late.row[seen..], chunk_start as u64)?);
-            }
+        if a.late_output.is_some() && late.row.len() > late_taken {
+            late_frames.push(io::late_rows(&df, &late.row[late_taken..], chunk_start as u64)?);
+            late_taken = late.row.len();
         }
         chunk_start += h;
         next = input.next_chunk().transpose()?;
