@@ -16,6 +16,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// mimalloc keeps freed memory for re-use instead of handing large blocks back to the OS at
+/// every free (glibc unmaps them): a `run` over 5M events took ~100k page faults (~0.25 s of
+/// kernel time on 2 cores) with glibc and ~2.4k with mimalloc (Q1 whole process 0.42 -> 0.31 s).
+/// The library itself does not choose an allocator; embedders pick their own.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "fenestra", version, about = "Event-time window aggregation on the GPU (wgpu) or CPU", long_about = None)]
 struct Cli {
