@@ -770,11 +770,17 @@ pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) ->
 
 /// A float column from per-row optional values; the validity bitmap is only built when a value
 /// is null.
-fn f64_column(name: String, n: usize, value: impl Fn(usize) -> Option<f64>) -> Column {
+fn f64_column(name: String, n: usize, value: impl Fn(usize) -> Option<f64> + Clone) -> Column {
+    f64_column_iter(name, n, (0..n).map(value))
+}
+
+/// A float column of `n` optional values; `values` is walked a second time (for the validity
+/// bitmap) only when one of them is null.
+fn f64_column_iter(name: String, n: usize, values: impl Iterator<Item = Option<f64>> + Clone) -> Column {
     let mut vals = Vec::with_capacity(n);
     let mut nulls = false;
-    for i in 0..n {
-        match value(i) {
+    for v in values.clone() {
+        match v {
             Some(v) => vals.push(v),
             None => {
                 nulls = true;
@@ -782,7 +788,7 @@ fn f64_column(name: String, n: usize, value: impl Fn(usize) -> Option<f64>) -> C
             }
         }
     }
-    let validity = nulls.then(|| (0..n).map(|i| value(i).is_some()).collect::<Bitmap>());
+    let validity = nulls.then(|| values.map(|v| v.is_some()).collect::<Bitmap>());
     Float64Chunked::from_vec_validity(name.into(), vals, validity).into_column()
 }
 
@@ -796,23 +802,54 @@ pub fn rows_to_frame(
     value_cols: &[String],
     aggs: &Aggregates,
 ) -> Result<DataFrame> {
-    let n = rows.len();
+    pieces_to_frame(vec![rows], keys, key_out, value_cols, aggs)
+}
+
+/// Rows handed over in pieces as one DataFrame (the columns of [`rows_to_frame`]), in one
+/// chunk per column: each column is built once over all the pieces (a single piece's plain
+/// columns move without a copy), instead of a frame per piece, a stack and a rechunk.
+pub fn pieces_to_frame(
+    mut pieces: Vec<WindowRows>,
+    keys: &KeyValues,
+    key_out: &KeyOutput,
+    value_cols: &[String],
+    aggs: &Aggregates,
+) -> Result<DataFrame> {
+    /// One column over every piece: moved when there is one piece, concatenated otherwise.
+    fn gather<T: Copy>(pieces: &mut [WindowRows], n: usize, col: impl Fn(&mut WindowRows) -> &mut Vec<T>) -> Vec<T> {
+        if let [one] = pieces {
+            return std::mem::take(col(one));
+        }
+        let mut out = Vec::with_capacity(n);
+        for p in pieces.iter_mut() {
+            out.extend_from_slice(col(p));
+        }
+        out
+    }
+    let n: usize = pieces.iter().map(WindowRows::len).sum();
     let mut columns: Vec<Column> = Vec::with_capacity(5 + value_cols.len() * aggs.kinds().len());
-    if let Some(k) = key_column(&rows.key, keys, key_out, "key")? {
+    let ids = gather(&mut pieces, n, |p| &mut p.key);
+    if let Some(k) = key_column(&ids, keys, key_out, "key")? {
         columns.push(k);
     }
+    drop(ids);
     let mut agg_cols = Vec::with_capacity(value_cols.len() * aggs.kinds().len());
     for (c, name) in value_cols.iter().enumerate() {
         for &kind in aggs.kinds() {
-            agg_cols.push(f64_column(format!("{}_{}", kind.name(), name), n, |r| {
-                rows.value(r, c, kind)
-            }));
+            let values = pieces
+                .iter()
+                .flat_map(move |p| (0..p.len()).map(move |r| p.value(r, c, kind)));
+            agg_cols.push(f64_column_iter(format!("{}_{}", kind.name(), name), n, values));
         }
     }
-    columns.push(Int64Chunked::from_vec("window_start".into(), rows.start).into_column());
-    columns.push(Int64Chunked::from_vec("window_end".into(), rows.end).into_column());
-    columns.push(UInt32Chunked::from_vec("revision".into(), rows.revision).into_column());
-    columns.push(UInt64Chunked::from_vec("count".into(), rows.count).into_column());
+    let start = gather(&mut pieces, n, |p| &mut p.start);
+    columns.push(Int64Chunked::from_vec("window_start".into(), start).into_column());
+    let end = gather(&mut pieces, n, |p| &mut p.end);
+    columns.push(Int64Chunked::from_vec("window_end".into(), end).into_column());
+    let revision = gather(&mut pieces, n, |p| &mut p.revision);
+    columns.push(UInt32Chunked::from_vec("revision".into(), revision).into_column());
+    let count = gather(&mut pieces, n, |p| &mut p.count);
+    columns.push(UInt64Chunked::from_vec("count".into(), count).into_column());
     columns.extend(agg_cols);
     DataFrame::new_infer_height(columns).map_err(Error::from)
 }
@@ -1084,33 +1121,41 @@ impl RowFileWriter {
                             // no rows at all: an empty frame still carries the schema
                             pieces.push((WindowRows::new(value_cols.len()), Some(Default::default())));
                         }
-                        let mut df: Option<DataFrame> = None;
+                        let n: usize = pieces.iter().map(|(rows, _)| rows.len()).sum();
+                        times.rows += n as u64;
+                        // model outputs of every piece, aligned with the rows (null where a
+                        // piece came without them)
+                        let mut ml_all = task.map(|_| crate::ml::MlOutput {
+                            prediction: Vec::with_capacity(n),
+                            score: Vec::with_capacity(n),
+                            model_version: Vec::with_capacity(n),
+                        });
+                        let mut rows_all = Vec::with_capacity(pieces.len());
                         for (rows, ml) in pieces {
-                            times.rows += rows.len() as u64;
-                            let rows_len = rows.len();
-                            let mut part = rows_to_frame(rows, &keys, &key_out, &value_cols, &aggs)?;
-                            if let Some(task) = task {
-                                // rows handed over without model outputs get null model columns
-                                let n = rows_len;
-                                let ml = ml.unwrap_or_else(|| crate::ml::MlOutput {
-                                    prediction: vec![None; n],
-                                    score: vec![None; n],
-                                    model_version: vec![None; n],
-                                });
-                                for c in ml_columns(&ml, task) {
-                                    part.with_column(c).map_err(Error::from)?;
+                            if let Some(all) = &mut ml_all {
+                                let k = rows.len();
+                                match ml {
+                                    Some(ml) => {
+                                        all.prediction.extend(ml.prediction);
+                                        all.score.extend(ml.score);
+                                        all.model_version.extend(ml.model_version);
+                                    }
+                                    None => {
+                                        all.prediction.resize(all.prediction.len() + k, None);
+                                        all.score.resize(all.score.len() + k, None);
+                                        all.model_version.resize(all.model_version.len() + k, None);
+                                    }
                                 }
                             }
-                            match &mut df {
-                                None => df = Some(part),
-                                Some(d) => {
-                                    d.vstack_mut_owned(part).map_err(Error::from)?;
-                                }
+                            rows_all.push(rows);
+                        }
+                        // one chunk per column, so that row groups follow ROW_GROUP
+                        let mut df = pieces_to_frame(rows_all, &keys, &key_out, &value_cols, &aggs)?;
+                        if let (Some(task), Some(ml)) = (task, &ml_all) {
+                            for c in ml_columns(ml, task) {
+                                df.with_column(c).map_err(Error::from)?;
                             }
                         }
-                        let mut df = df.unwrap_or_default();
-                        // one chunk per column, so that row groups follow ROW_GROUP
-                        df.rechunk_mut();
                         let t1 = std::time::Instant::now();
                         times.build_s += (t1 - t0).as_secs_f64();
                         if let Enc::None = enc {
