@@ -828,11 +828,7 @@ pub fn pieces_to_frame(
     }
     let n: usize = pieces.iter().map(WindowRows::len).sum();
     let mut columns: Vec<Column> = Vec::with_capacity(5 + value_cols.len() * aggs.kinds().len());
-    let ids = gather(&mut pieces, n, |p| &mut p.key);
-    if let Some(k) = key_column(&ids, keys, key_out, "key")? {
-        columns.push(k);
-    }
-    drop(ids);
+    // the aggregates first: they read every piece's rows, which the moves below empty
     let mut agg_cols = Vec::with_capacity(value_cols.len() * aggs.kinds().len());
     for (c, name) in value_cols.iter().enumerate() {
         for &kind in aggs.kinds() {
@@ -842,6 +838,11 @@ pub fn pieces_to_frame(
             agg_cols.push(f64_column_iter(format!("{}_{}", kind.name(), name), n, values));
         }
     }
+    let ids = gather(&mut pieces, n, |p| &mut p.key);
+    if let Some(k) = key_column(&ids, keys, key_out, "key")? {
+        columns.push(k);
+    }
+    drop(ids);
     let start = gather(&mut pieces, n, |p| &mut p.start);
     columns.push(Int64Chunked::from_vec("window_start".into(), start).into_column());
     let end = gather(&mut pieces, n, |p| &mut p.end);
@@ -1344,6 +1345,30 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn pieces_make_the_frame_of_their_concatenation() {
+        let keys = keys(6);
+        let aggs: Aggregates = "count,sum,mean,std".parse().unwrap();
+        let out = KeyOutput::Int(DataType::Int64);
+        let cols = ["value".to_string()];
+        // a row with a single value has a null std: the validity path over several pieces
+        let mut single = WindowRows::new(1);
+        let mut p = ColPartial::IDENTITY;
+        p.push::<true>(4.0);
+        single.push(5, 7000, 8000, 1, 1, &[p], 0);
+        let pieces = vec![rows(3, 0), WindowRows::new(1), single, rows(2, 3)];
+        let mut all = WindowRows::new(1);
+        for r in &pieces {
+            all.append(r);
+        }
+        let got = pieces_to_frame(pieces, &keys, &out, &cols, &aggs).unwrap();
+        let want = rows_to_frame(all, &keys, &out, &cols, &aggs).unwrap();
+        assert_eq!(got.height(), 6);
+        assert!(got.equals_missing(&want), "{got}\n{want}");
+        assert_eq!(got.column("std_value").unwrap().null_count(), 1);
+        assert!(got.columns().iter().all(|c| c.n_chunks() == 1));
     }
 
     #[test]
