@@ -425,6 +425,58 @@ fn format_error(path: &Path, format: &'static str) -> impl Fn(PolarsError) -> Er
     }
 }
 
+/// Compression of Parquet output pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// No compression: the fastest to write, the largest file.
+    Uncompressed,
+    /// Snappy (DuckDB's and Spark's default).
+    Snappy,
+    /// LZ4 (raw block format): fast and compact; the default.
+    #[default]
+    Lz4,
+    /// Zstandard, level 3 (Polars' default): the smallest file, the slowest to write.
+    Zstd,
+}
+
+impl Compression {
+    fn parquet(self) -> ParquetCompression {
+        match self {
+            Compression::Uncompressed => ParquetCompression::Uncompressed,
+            Compression::Snappy => ParquetCompression::Snappy,
+            Compression::Lz4 => ParquetCompression::Lz4Raw,
+            Compression::Zstd => ParquetCompression::Zstd(None),
+        }
+    }
+
+    /// The name [`Compression::from_str`] takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Uncompressed => "uncompressed",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+
+    /// `uncompressed` (or `none`), `snappy`, `lz4` or `zstd`, in any case.
+    fn from_str(s: &str) -> Result<Compression> {
+        match s.to_ascii_lowercase().as_str() {
+            "uncompressed" | "none" => Ok(Compression::Uncompressed),
+            "snappy" => Ok(Compression::Snappy),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(Error::config(format!(
+                "unknown compression '{s}': expected uncompressed, snappy, lz4 or zstd"
+            ))),
+        }
+    }
+}
+
 fn cannot_read(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io {
         action: "cannot read",
@@ -433,8 +485,14 @@ fn cannot_read(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes `df` to `path` (format by extension) through a temporary file and a rename.
+/// Writes `df` to `path` (format by extension) through a temporary file and a rename; Parquet
+/// pages are LZ4-compressed.
 pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
+    write_frame_with(df, path, Compression::default())
+}
+
+/// [`write_frame`] with the given Parquet compression (CSV output is never compressed).
+pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compression) -> Result<()> {
     let format = Format::of(path)?;
     let tmp = temp_path(path);
     let res = (|| -> Result<()> {
@@ -448,7 +506,7 @@ pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<()> {
         match format {
             Format::Parquet => {
                 ParquetWriter::new(&mut w)
-                    .with_compression(ParquetCompression::Lz4Raw)
+                    .with_compression(compression.parquet())
                     .finish(df)
                     .map_err(werr)?;
             }
@@ -1074,7 +1132,7 @@ impl RowFileWriter {
     pub const ROW_GROUP: usize = 1 << 18;
 
     /// Creates the temporary file at once (so an unwritable path fails before any work) and
-    /// starts the writer thread.
+    /// starts the writer thread. Parquet pages are LZ4-compressed.
     pub fn create(
         path: &Path,
         key_out: KeyOutput,
@@ -1082,6 +1140,19 @@ impl RowFileWriter {
         value_cols: Vec<String>,
         aggs: Aggregates,
         task: Option<crate::ml::Task>,
+    ) -> Result<RowFileWriter> {
+        Self::create_with(path, key_out, key_kind, value_cols, aggs, task, Compression::default())
+    }
+
+    /// [`RowFileWriter::create`] with the given Parquet compression (CSV is never compressed).
+    pub fn create_with(
+        path: &Path,
+        key_out: KeyOutput,
+        key_kind: KeyKind,
+        value_cols: Vec<String>,
+        aggs: Aggregates,
+        task: Option<crate::ml::Task>,
+        compression: Compression,
     ) -> Result<RowFileWriter> {
         let format = Format::of(path)?;
         let tmp = temp_path(path);
@@ -1164,7 +1235,7 @@ impl RowFileWriter {
                             enc = match format {
                                 Format::Parquet => Enc::Parquet(
                                     ParquetWriter::new(w)
-                                        .with_compression(ParquetCompression::Lz4Raw)
+                                        .with_compression(compression.parquet())
                                         .batched(df.schema())
                                         .map_err(werr)?,
                                 ),

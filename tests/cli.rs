@@ -820,3 +820,66 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
     assert!(err.contains("damaged.parquet") && err.contains("Parquet"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn compression_changes_the_codec_not_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = generate(d, "in.parquet", &["--late-fraction", "0.02"]);
+    let mut frames = vec![];
+    for (name, codec) in [
+        ("uncompressed", "UNCOMPRESSED"),
+        ("snappy", "SNAPPY"),
+        ("LZ4", "LZ4_RAW"),
+        ("zstd", "ZSTD"),
+        ("", "LZ4_RAW"),
+    ] {
+        let (out, late) = (p(d, &format!("out_{name}.parquet")), p(d, &format!("late_{name}.parquet")));
+        let mut args = vec![
+            "run",
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--late-output",
+            s(&late),
+            "--window",
+            "tumble:1s",
+            "--backend",
+            "cpu",
+        ];
+        if !name.is_empty() {
+            args.extend(["--compression", name]);
+        }
+        let o = run(&args);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        for f in [&out, &late] {
+            let meta = polars::io::parquet::read::ParquetReader::new(std::fs::File::open(f).unwrap())
+                .get_metadata()
+                .unwrap()
+                .clone();
+            for rg in &meta.row_groups {
+                for c in rg.parquet_columns() {
+                    let got = format!("{:?}", c.compression()).to_uppercase();
+                    assert_eq!(got.replace('_', ""), codec.replace('_', ""), "{name}: {}", f.display());
+                }
+            }
+        }
+        frames.push((read(&out), read(&late)));
+    }
+    let (w0, l0) = &frames[0];
+    assert!(w0.height() > 50 && l0.height() > 0, "{} rows, {} late", w0.height(), l0.height());
+    for (w, l) in &frames[1..] {
+        assert!(w.equals_missing(w0), "window rows differ between codecs");
+        assert!(l.equals_missing(l0), "late rows differ between codecs");
+    }
+    let out = p(d, "x.parquet");
+    let base = ["run", "--input", s(&input), "--window", "tumble:1s", "--output"];
+    let mut bad = base.to_vec();
+    bad.extend([s(&out), "--compression", "brotli"]);
+    expect_failure(&bad, "unknown compression 'brotli'", &[&out]);
+    let csv = p(d, "x.csv");
+    let mut bad = base.to_vec();
+    bad.extend([s(&csv), "--compression", "zstd"]);
+    expect_failure(&bad, "--compression applies to Parquet output only", &[&csv]);
+}

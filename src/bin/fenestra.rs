@@ -100,6 +100,10 @@ struct RunArgs {
     /// Write late events (with all input columns) to this file.
     #[arg(long = "late-output")]
     late_output: Option<PathBuf>,
+    /// Parquet output compression: uncompressed | snappy | lz4 | zstd [default: lz4]. Applies
+    /// to --output and --late-output; CSV is never compressed.
+    #[arg(long)]
+    compression: Option<String>,
     /// auto | cpu | gpu | reference.
     #[arg(long, default_value = "auto")]
     backend: String,
@@ -302,10 +306,17 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let delay = parse_dur(&a.watermark_delay, "watermark-delay")?;
     let lateness = parse_dur(&a.allowed_lateness, "allowed-lateness")?;
     let backend: BackendChoice = a.backend.parse()?;
-    io::Format::of(&a.output)?;
-    if let Some(l) = &a.late_output {
-        io::Format::of(l)?;
-    }
+    let out_format = io::Format::of(&a.output)?;
+    let late_format = a.late_output.as_deref().map(io::Format::of).transpose()?;
+    let compression: io::Compression = match &a.compression {
+        None => io::Compression::default(),
+        Some(c) => {
+            if out_format != io::Format::Parquet && late_format != Some(io::Format::Parquet) {
+                bail!("--compression applies to Parquet output only; no output here is Parquet");
+            }
+            c.parse()?
+        }
+    };
     let mut value_cols: Vec<String> = a
         .value_cols
         .iter()
@@ -384,13 +395,14 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let n = input.total_rows();
     let pb = progress(n as u64, "events", a.quiet);
     // Rows go to a writer thread as they are emitted: encoding overlaps aggregation.
-    let mut writer = io::RowFileWriter::create(
+    let mut writer = io::RowFileWriter::create_with(
         &a.output,
         key_out.clone(),
         key_out.kind(),
         value_cols.clone(),
         aggs.clone(),
         ml_cfg.as_ref().map(|m| m.model.task),
+        compression,
     )?;
     let mut n_rows = 0usize;
     let mut late = fenestra::LateEvents::default();
@@ -445,7 +457,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         for f in late_frames {
             lf.vstack_mut_owned(f)?;
         }
-        io::write_frame(&mut lf, path)?;
+        io::write_frame_with(&mut lf, path, compression)?;
     } else if !late.is_empty() && !a.quiet {
         eprintln!(
             "note: {} late events were counted but not written; pass --late-output FILE to keep them",
