@@ -111,7 +111,7 @@ struct RunArgs {
     /// smallest size whose fixed submit/read-back cost stays under 10% of the batch time]
     #[arg(long = "batch-size")]
     batch_size: Option<usize>,
-    /// CPU threads (0 = all cores).
+    /// Threads of the cpu backend's reduce (0 = every core but the one the window store runs on).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// No progress bar.
@@ -202,7 +202,7 @@ struct BenchArgs {
     /// smallest size whose fixed submit/read-back cost stays under 10% of the batch time]
     #[arg(long = "batch-size")]
     batch_size: Option<usize>,
-    /// CPU threads (0 = all cores).
+    /// Threads of the cpu backend's reduce (0 = every core but the one the window store runs on).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Random seed.

@@ -38,6 +38,18 @@ impl CpuBackend {
         }
     }
 
+    /// Threads used to reduce `events` events into `slots` slots. Each extra thread costs a
+    /// reset and a merge of a whole slot-indexed partial buffer on the calling thread: worth it
+    /// only while the slots are few next to the events (with about one slot per event, as for
+    /// uniform keys in short windows, one thread is the fastest).
+    fn threads_for(&self, events: usize, slots: usize) -> usize {
+        if events < PARALLEL_MIN_EVENTS {
+            return 1;
+        }
+        let by_slots = 1 + events / (4 * slots.max(1));
+        self.threads.min(events / (PARALLEL_MIN_EVENTS / 2)).min(by_slots).max(1)
+    }
+
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.threads
@@ -51,7 +63,7 @@ impl AggBackend for CpuBackend {
 
     fn describe(&self) -> String {
         format!(
-            "cpu, {} thread{}",
+            "cpu, {} reduce thread{}",
             self.threads,
             if self.threads == 1 { "" } else { "s" }
         )
@@ -60,11 +72,7 @@ impl AggBackend for CpuBackend {
     fn reduce(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<()> {
         let t0 = Instant::now();
         let n = batch.slots.len();
-        let threads = if n < PARALLEL_MIN_EVENTS {
-            1
-        } else {
-            self.threads.min(n / (PARALLEL_MIN_EVENTS / 2)).max(1)
-        };
+        let threads = self.threads_for(n, batch.num_slots);
         out.reset(batch.num_slots, ncols);
         if threads == 1 {
             reduce::reduce_slots(batch, 0..n, out);
@@ -92,5 +100,47 @@ impl AggBackend for CpuBackend {
 
     fn stage_times(&self) -> StageTimes {
         self.times
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::SKIP_SLOT;
+    use crate::backend::reference::ReferenceBackend;
+
+    #[test]
+    fn threads_follow_the_slot_share_and_every_split_equals_the_reference() {
+        let cpu = CpuBackend::new(4);
+        assert_eq!(cpu.threads_for(1000, 10), 1, "small batches stay on one thread");
+        assert_eq!(cpu.threads_for(200_000, 16), 4);
+        assert_eq!(cpu.threads_for(200_000, 150_000), 1, "about a slot per event: one thread");
+        assert_eq!(cpu.threads_for(200_000, 25_000), 3);
+        let n = 200_000;
+        for num_slots in [16usize, 25_000, 150_000] {
+            // integer values: sums are exact in any order, so partials compare equal
+            let slots: Vec<u32> = (0..n)
+                .map(|i| if i % 97 == 0 { SKIP_SLOT } else { ((i * 7919) % num_slots) as u32 })
+                .collect();
+            let values = vec![(0..n).map(|i| ((i * 31) % 1000) as f64 - 500.0).collect::<Vec<f64>>()];
+            for want_m2 in [false, true] {
+                let batch = SlotBatch {
+                    slots: &slots,
+                    values: &values,
+                    num_slots,
+                    want_m2,
+                };
+                let (mut a, mut b) = (Partials::default(), Partials::default());
+                CpuBackend::new(4).reduce(&batch, 1, &mut a).unwrap();
+                ReferenceBackend.reduce(&batch, 1, &mut b).unwrap();
+                assert_eq!(a.count, b.count, "{num_slots} slots");
+                for (x, y) in a.cols.iter().zip(&b.cols) {
+                    assert_eq!((x.n, x.sum, x.min, x.max), (y.n, y.sum, y.min, y.max), "{num_slots} slots");
+                    if want_m2 {
+                        assert!((x.m2 - y.m2).abs() <= 1e-9 * y.m2.abs().max(1.0), "{num_slots} slots m2");
+                    }
+                }
+            }
+        }
     }
 }
