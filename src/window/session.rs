@@ -364,6 +364,13 @@ impl SessionAssigner {
             {
                 super::prefetch(s);
             }
+            // The entries the next sessions created will reuse (about two events in five open
+            // one): they were purged long ago and are no longer in cache.
+            if let Some(&f) = self.free.len().checked_sub(3).and_then(|j| self.free.get(j))
+                && let Some(s) = self.slab.get(f as usize)
+            {
+                super::prefetch(s);
+            }
             let w = self.wm.from_max(max);
             max = max.max(t);
             let (own_start, own_end) = (t, t + gap);
