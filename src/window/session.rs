@@ -694,7 +694,22 @@ impl SessionStore {
         // flipped, so that unsigned order is signed order), handle last. Two live sessions of one
         // key never share a start, so the handle only makes the order total.
         let mut order: Vec<u128> = Vec::new();
-        for &h in plan.fire.iter().chain(&plan.purge).chain(self.dirty_list.iter()) {
+        let due = plan.fire.len() + plan.purge.len() + self.dirty_list.len();
+        let nth = |i: usize| -> Option<u32> {
+            if i < plan.fire.len() {
+                Some(plan.fire[i])
+            } else if i < plan.fire.len() + plan.purge.len() {
+                Some(plan.purge[i - plan.fire.len()])
+            } else {
+                self.dirty_list.get(i - plan.fire.len() - plan.purge.len()).copied()
+            }
+        };
+        for i in 0..due {
+            // The sessions due are scattered over the store: fetch ahead.
+            if let Some(m) = nth(i + AHEAD).and_then(|a| self.meta.get(a as usize)) {
+                super::prefetch(m);
+            }
+            let Some(h) = nth(i) else { break };
             let h = self.resolve(h) as usize;
             if let Some(m) = self.meta.get(h)
                 && m.alive
@@ -708,7 +723,16 @@ impl SessionStore {
         order.sort_unstable();
         order.dedup();
         out.reserve(order.len());
-        for o in order {
+        for (i, &o) in order.iter().enumerate() {
+            if let Some(&a) = order.get(i + AHEAD) {
+                let a = (a as u32) as usize;
+                if let Some(m) = self.meta.get(a) {
+                    super::prefetch(m);
+                }
+                if let Some(c) = self.cols.get(a * n) {
+                    super::prefetch(c);
+                }
+            }
             let h = (o as u32) as usize;
             let m = &mut self.meta[h];
             let rev = if m.emitted == NONE { 0 } else { m.emitted + 1 };
