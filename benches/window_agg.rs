@@ -46,7 +46,10 @@ fn run_engine(ev: &Events, window: WindowSpec) -> u64 {
         let hi = (lo + bs).min(ev.len());
         p.push_int_keys(&ev.ts[lo..hi], &ev.key[lo..hi], &[&ev.value[lo..hi]])
             .expect("push");
-        rows += p.poll().expect("poll").rows.len() as u64;
+        let out = p.poll().expect("poll");
+        rows += out.rows.len() as u64;
+        // counted, not kept: hand the buffer back, as an embedding that writes rows out would
+        p.recycle(out.rows);
         lo = hi;
     }
     rows + p.finish().expect("finish").rows.len() as u64

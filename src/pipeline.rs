@@ -329,14 +329,30 @@ struct Stage2 {
     order: KeyOrder,
     ncols: usize,
     last_rows: usize,
+    /// Emptied output buffers handed back ([`Pipeline::recycle`]), filled again before new ones
+    /// are allocated: their memory is already mapped, so emitting rows takes no page faults.
+    spare: RowsPool,
 }
+
+/// Output buffers shared between the pipeline and its window store.
+type RowsPool = std::sync::Arc<std::sync::Mutex<Vec<WindowRows>>>;
+
+/// Spare output buffers kept at most.
+const SPARE_ROWS: usize = 4;
 
 impl Stage2 {
     fn run(&mut self, work: &Work) -> Result<Done> {
         let t0 = Instant::now();
         self.keys.append_tail(&work.keys_tail);
         self.order.update(&self.keys);
-        let mut rows = WindowRows::new(self.ncols);
+        let spare = self.spare.lock().ok().and_then(|mut p| p.pop());
+        let mut rows = match spare {
+            Some(mut r) if r.ncols == self.ncols => {
+                r.clear();
+                r
+            }
+            _ => WindowRows::new(self.ncols),
+        };
         rows.reserve(self.last_rows + self.last_rows / 4);
         self.store.apply(&work.plan, &work.partials, &self.order, &mut rows);
         self.last_rows = rows.len();
@@ -380,6 +396,8 @@ pub struct Pipeline {
     stage: Stage,
     /// Rows taken from the store and not yet handed out, one piece per batch.
     rows: Vec<WindowRows>,
+    /// Emptied output buffers for the window store to fill again.
+    spare_rows: RowsPool,
     late: LateEvents,
     metrics: Metrics,
     backend_kind: BackendKind,
@@ -457,12 +475,14 @@ impl Pipeline {
         }
         .min(backend.max_batch_events(ncols))
         .max(1);
+        let spare = RowsPool::default();
         let stage2 = Stage2 {
             store: Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2()),
             keys: KeyValues::new(config.key_kind),
             order: KeyOrder::default(),
             ncols,
             last_rows: 0,
+            spare: spare.clone(),
         };
         let stage = if config.pipelined {
             let (tx, work_rx) = sync_channel::<Work>(2);
@@ -499,6 +519,7 @@ impl Pipeline {
             keys_sent: if config.key_kind == KeyKind::None { 1 } else { 0 },
             stage,
             rows: vec![],
+            spare_rows: spare,
             late: LateEvents::new(ncols),
             metrics: Metrics {
                 watermark: i64::MIN,
@@ -907,9 +928,37 @@ impl Pipeline {
         self.take_output()
     }
 
+    /// Hands an output buffer back once its rows are used (e.g. [`Output::rows`] after they were
+    /// written out): the window store fills it again instead of allocating a new one, which on
+    /// glibc's allocator saves a page fault per 4 KiB of rows. Optional; a few are kept.
+    pub fn recycle(&mut self, mut rows: WindowRows) {
+        if rows.ncols != self.config.value_columns.len() || rows.key.capacity() == 0 {
+            return;
+        }
+        rows.clear();
+        if let Ok(mut pool) = self.spare_rows.lock()
+            && pool.len() < SPARE_ROWS
+        {
+            pool.push(rows);
+        }
+    }
+
     fn take_output(&mut self) -> Result<Output> {
         let ncols = self.config.value_columns.len();
-        let rows = WindowRows::concat(std::mem::take(&mut self.rows), ncols);
+        let rows = if self.rows.len() > 1 {
+            // the pieces are copied into one buffer: theirs can be filled again
+            let pieces = std::mem::take(&mut self.rows);
+            let n: usize = pieces.iter().map(WindowRows::len).sum();
+            let mut out = WindowRows::new(ncols);
+            out.reserve(n);
+            for p in pieces {
+                out.append(&p);
+                self.recycle(p);
+            }
+            out
+        } else {
+            WindowRows::concat(std::mem::take(&mut self.rows), ncols)
+        };
         let ml = match &mut self.model {
             Some(m) => {
                 let t0 = Instant::now();

@@ -631,7 +631,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     while lo < ev.len() {
         let hi = (lo + bs).min(ev.len());
         pipeline.push_int_keys(&ev.ts[lo..hi], &ev.key[lo..hi], &[&ev.value[lo..hi]])?;
-        windows += pipeline.poll()?.rows.len() as u64;
+        let out = pipeline.poll()?;
+        windows += out.rows.len() as u64;
+        // the rows are counted, not kept: their buffer can be filled again
+        pipeline.recycle(out.rows);
         lo = hi;
         pb.set_position(lo as u64);
     }
