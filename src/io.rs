@@ -1161,7 +1161,7 @@ impl RowFileWriter {
             path: tmp.clone(),
             source: e,
         })?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<RowChunk>(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RowChunk>(1);
         let target = path.to_path_buf();
         let tmp_for_spawn = tmp.clone();
         let handle = std::thread::Builder::new()
@@ -1301,7 +1301,7 @@ impl RowFileWriter {
 
     /// Queues `rows` (and their model outputs, aligned) for writing; `keys` is the pipeline's
     /// key dictionary. Rows are handed to the writer thread in chunks of at least
-    /// [`Self::ROW_GROUP`] rows; this blocks when the writer is two chunks behind.
+    /// [`Self::ROW_GROUP`] rows; this blocks when the writer is a chunk behind (one queued: each held chunk is ~20 MB of rows that a fresh page would have to back; a queue of two cost a hop run ~45 MB more RSS and ~0.05 s of kernel time, and the writer is the slower side anyway).
     pub fn write(&mut self, rows: WindowRows, ml: Option<crate::ml::MlOutput>, keys: &KeyValues) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
