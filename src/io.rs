@@ -1301,7 +1301,9 @@ impl RowFileWriter {
 
     /// Queues `rows` (and their model outputs, aligned) for writing; `keys` is the pipeline's
     /// key dictionary. Rows are handed to the writer thread in chunks of at least
-    /// [`Self::ROW_GROUP`] rows; this blocks when the writer is a chunk behind (one queued: each held chunk is ~20 MB of rows that a fresh page would have to back; a queue of two cost a hop run ~45 MB more RSS and ~0.05 s of kernel time, and the writer is the slower side anyway).
+    /// [`Self::ROW_GROUP`] rows; this blocks when the writer is a chunk behind. One chunk
+    /// queued, not more: each is ~20 MB of rows that fresh pages back (a queue of two cost a hop
+    /// run ~45 MB more memory and ~0.05 s of kernel time), and the writer is the slower side.
     pub fn write(&mut self, rows: WindowRows, ml: Option<crate::ml::MlOutput>, keys: &KeyValues) -> Result<()> {
         if rows.is_empty() {
             return Ok(());

@@ -834,7 +834,10 @@ fn compression_changes_the_codec_not_the_rows() {
         ("zstd", "ZSTD"),
         ("", "LZ4_RAW"),
     ] {
-        let (out, late) = (p(d, &format!("out_{name}.parquet")), p(d, &format!("late_{name}.parquet")));
+        let (out, late) = (
+            p(d, &format!("out_{name}.parquet")),
+            p(d, &format!("late_{name}.parquet")),
+        );
         let mut args = vec![
             "run",
             "--input",
@@ -868,7 +871,12 @@ fn compression_changes_the_codec_not_the_rows() {
         frames.push((read(&out), read(&late)));
     }
     let (w0, l0) = &frames[0];
-    assert!(w0.height() > 50 && l0.height() > 0, "{} rows, {} late", w0.height(), l0.height());
+    assert!(
+        w0.height() > 50 && l0.height() > 0,
+        "{} rows, {} late",
+        w0.height(),
+        l0.height()
+    );
     for (w, l) in &frames[1..] {
         assert!(w.equals_missing(w0), "window rows differ between codecs");
         assert!(l.equals_missing(l0), "late rows differ between codecs");

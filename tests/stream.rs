@@ -273,7 +273,10 @@ fn recycled_output_buffers_change_nothing() {
         };
         let (plain, plain_late) = run(false);
         let (recycled, recycled_late) = run(true);
-        assert!(plain.len() > 100 && plain.revision.iter().any(|&r| r > 0), "{spec}: too easy");
+        assert!(
+            plain.len() > 100 && plain.revision.iter().any(|&r| r > 0),
+            "{spec}: too easy"
+        );
         if spec.starts_with("session") {
             assert!(!plain.merged.is_empty(), "{spec}: no merged sessions");
         }

@@ -47,7 +47,10 @@ impl CpuBackend {
             return 1;
         }
         let by_slots = 1 + events / (4 * slots.max(1));
-        self.threads.min(events / (PARALLEL_MIN_EVENTS / 2)).min(by_slots).max(1)
+        self.threads
+            .min(events / (PARALLEL_MIN_EVENTS / 2))
+            .min(by_slots)
+            .max(1)
     }
 
     /// Number of worker threads.
@@ -114,13 +117,23 @@ mod tests {
         let cpu = CpuBackend::new(4);
         assert_eq!(cpu.threads_for(1000, 10), 1, "small batches stay on one thread");
         assert_eq!(cpu.threads_for(200_000, 16), 4);
-        assert_eq!(cpu.threads_for(200_000, 150_000), 1, "about a slot per event: one thread");
+        assert_eq!(
+            cpu.threads_for(200_000, 150_000),
+            1,
+            "about a slot per event: one thread"
+        );
         assert_eq!(cpu.threads_for(200_000, 25_000), 3);
         let n = 200_000;
         for num_slots in [16usize, 25_000, 150_000] {
             // integer values: sums are exact in any order, so partials compare equal
             let slots: Vec<u32> = (0..n)
-                .map(|i| if i % 97 == 0 { SKIP_SLOT } else { ((i * 7919) % num_slots) as u32 })
+                .map(|i| {
+                    if i % 97 == 0 {
+                        SKIP_SLOT
+                    } else {
+                        ((i * 7919) % num_slots) as u32
+                    }
+                })
                 .collect();
             let values = vec![(0..n).map(|i| ((i * 31) % 1000) as f64 - 500.0).collect::<Vec<f64>>()];
             for want_m2 in [false, true] {
@@ -135,9 +148,16 @@ mod tests {
                 ReferenceBackend.reduce(&batch, 1, &mut b).unwrap();
                 assert_eq!(a.count, b.count, "{num_slots} slots");
                 for (x, y) in a.cols.iter().zip(&b.cols) {
-                    assert_eq!((x.n, x.sum, x.min, x.max), (y.n, y.sum, y.min, y.max), "{num_slots} slots");
+                    assert_eq!(
+                        (x.n, x.sum, x.min, x.max),
+                        (y.n, y.sum, y.min, y.max),
+                        "{num_slots} slots"
+                    );
                     if want_m2 {
-                        assert!((x.m2 - y.m2).abs() <= 1e-9 * y.m2.abs().max(1.0), "{num_slots} slots m2");
+                        assert!(
+                            (x.m2 - y.m2).abs() <= 1e-9 * y.m2.abs().max(1.0),
+                            "{num_slots} slots m2"
+                        );
                     }
                 }
             }
