@@ -665,7 +665,17 @@ impl SessionStore {
             self.meta[f].forward = into;
             self.forwarded.push(from);
         }
-        for e in &plan.extents {
+        const AHEAD: usize = 8;
+        for (i, e) in plan.extents.iter().enumerate() {
+            // new sessions reuse handles of long-purged ones: not in cache
+            if let Some(a) = plan.extents.get(i + AHEAD) {
+                if let Some(m) = self.meta.get(a.handle as usize) {
+                    super::prefetch(m);
+                }
+                if let Some(c) = self.cols.get(a.handle as usize * n) {
+                    super::prefetch(c);
+                }
+            }
             self.touch(e.handle);
             let m = &mut self.meta[e.handle as usize];
             m.serial = e.serial;
@@ -673,7 +683,6 @@ impl SessionStore {
             m.start = e.start;
             m.end = e.end;
         }
-        const AHEAD: usize = 8;
         let handles = &plan.slot_session;
         for (slot, &handle) in handles.iter().enumerate() {
             if let Some(&ahead) = handles.get(slot + AHEAD) {
