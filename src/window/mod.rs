@@ -185,12 +185,26 @@ impl Store {
 /// arrays far larger than the L1 cache, and the keys of the next events are known in advance.
 #[inline(always)]
 pub(crate) fn prefetch<T>(r: &T) {
+    prefetch_ptr((r as *const T).cast::<u8>());
+}
+
+/// [`prefetch`] of the first and the last byte of `*r`: a record that straddles two cache lines
+/// (a 48-byte one does every other time) needs both.
+#[inline(always)]
+pub(crate) fn prefetch_whole<T>(r: &T) {
+    let first = (r as *const T).cast::<u8>();
+    prefetch_ptr(first);
+    prefetch_ptr(first.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
+}
+
+#[inline(always)]
+fn prefetch_ptr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch has no architectural effect (it cannot fault, even on an invalid
     // address), and SSE, which provides it, is part of the x86_64 baseline.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast::<i8>());
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    let _ = p;
 }

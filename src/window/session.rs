@@ -362,14 +362,14 @@ impl SessionAssigner {
                 && let Some(ks) = self.by_key.get(k1 as usize)
                 && let Some(s) = self.slab.get(ks.one as usize)
             {
-                super::prefetch(s);
+                super::prefetch_whole(s);
             }
             // The entries the next sessions created will reuse (about two events in five open
             // one): they were purged long ago and are no longer in cache.
             if let Some(&f) = self.free.len().checked_sub(3).and_then(|j| self.free.get(j))
                 && let Some(s) = self.slab.get(f as usize)
             {
-                super::prefetch(s);
+                super::prefetch_whole(s);
             }
             let w = self.wm.from_max(max);
             max = max.max(t);
@@ -454,7 +454,11 @@ impl SessionAssigner {
         let mut due = std::mem::take(&mut self.due);
         due.clear();
         self.purge_timers.pop_due(w, &mut due);
-        for &(idx, serial) in &due {
+        for (i, &(idx, serial)) in due.iter().enumerate() {
+            // sessions due were last touched a while ago: fetch ahead
+            if let Some(s) = due.get(i + 8).and_then(|&(a, _)| self.slab.get(a as usize)) {
+                super::prefetch_whole(s);
+            }
             let s = self.slab[idx as usize];
             if !s.alive || s.serial != serial {
                 continue;
@@ -670,10 +674,10 @@ impl SessionStore {
             // new sessions reuse handles of long-purged ones: not in cache
             if let Some(a) = plan.extents.get(i + AHEAD) {
                 if let Some(m) = self.meta.get(a.handle as usize) {
-                    super::prefetch(m);
+                    super::prefetch_whole(m);
                 }
                 if let Some(c) = self.cols.get(a.handle as usize * n) {
-                    super::prefetch(c);
+                    super::prefetch_whole(c);
                 }
             }
             self.touch(e.handle);
@@ -687,10 +691,10 @@ impl SessionStore {
         for (slot, &handle) in handles.iter().enumerate() {
             if let Some(&ahead) = handles.get(slot + AHEAD) {
                 if let Some(m) = self.meta.get(ahead as usize) {
-                    super::prefetch(m);
+                    super::prefetch_whole(m);
                 }
                 if let Some(c) = self.cols.get(ahead as usize * n) {
-                    super::prefetch(c);
+                    super::prefetch_whole(c);
                 }
             }
             let h = self.resolve(handle);
@@ -716,7 +720,7 @@ impl SessionStore {
         for i in 0..due {
             // The sessions due are scattered over the store: fetch ahead.
             if let Some(m) = nth(i + AHEAD).and_then(|a| self.meta.get(a as usize)) {
-                super::prefetch(m);
+                super::prefetch_whole(m);
             }
             let Some(h) = nth(i) else { break };
             let h = self.resolve(h) as usize;
@@ -736,10 +740,10 @@ impl SessionStore {
             if let Some(&a) = order.get(i + AHEAD) {
                 let a = (a as u32) as usize;
                 if let Some(m) = self.meta.get(a) {
-                    super::prefetch(m);
+                    super::prefetch_whole(m);
                 }
                 if let Some(c) = self.cols.get(a * n) {
-                    super::prefetch(c);
+                    super::prefetch_whole(c);
                 }
             }
             let h = (o as u32) as usize;
