@@ -189,6 +189,8 @@ impl PaneAssigner {
         slots.reserve(ts.len());
         let mut max = self.wm.max_ts();
         let mut last: usize = usize::MAX;
+        // the time range of `last`'s pane
+        let (mut last_lo, mut last_hi) = (i64::MAX, i64::MIN);
         for (i, (&t, &k)) in ts.iter().zip(keys).enumerate() {
             let w = self.wm.from_max(max);
             if self.use_epochs && w >= self.next_boundary && w != i64::MIN {
@@ -207,13 +209,17 @@ impl PaneAssigner {
                 last = usize::MAX;
             }
             max = max.max(t);
-            let p = self.layout.pane_of(t);
-            let ti = if last < self.tables.len() && self.tables[last].pane == p {
-                last
+            // Most events fall in the pane of the event before: a range check skips the division.
+            let (p, ti) = if last < self.tables.len() && t >= last_lo && t < last_hi {
+                (self.tables[last].pane, last)
             } else {
+                let p = self.layout.pane_of(t);
+                last_lo = self.layout.pane_start(p);
+                last_hi = last_lo.saturating_add(self.layout.pane);
                 match self.table_for(p, w, num_keys) {
-                    Some(ti) => ti,
+                    Some(ti) => (p, ti),
                     None => {
+                        last = usize::MAX;
                         late.push(i as u32);
                         slots.push(SKIP_SLOT);
                         continue;
