@@ -1208,6 +1208,15 @@ impl RowFileWriter {
                                 let k = rows.len();
                                 match ml {
                                     Some(ml) => {
+                                        if ml.prediction.len() != k
+                                            || ml.score.len() != k
+                                            || ml.model_version.len() != k
+                                        {
+                                            return Err(Error::config(format!(
+                                                "model outputs for {} rows handed over with {k} window rows",
+                                                ml.prediction.len()
+                                            )));
+                                        }
                                         all.prediction.extend(ml.prediction);
                                         all.score.extend(ml.score);
                                         all.model_version.extend(ml.model_version);

@@ -903,6 +903,9 @@ impl Pipeline {
         self.metrics.open_states = done.open_states;
         if !done.rows.is_empty() || !done.rows.merged.is_empty() {
             self.rows.push(done.rows);
+        } else {
+            // nothing emitted: the (possibly recycled) buffer goes back for the next batch
+            self.recycle(done.rows);
         }
     }
 

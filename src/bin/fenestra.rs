@@ -213,14 +213,15 @@ struct BenchArgs {
     json: bool,
 }
 
-/// `mi_option_purge_delay` in mimalloc's option enum (mimalloc.h; the Rust bindings name only
-/// some options).
+/// `mi_option_purge_delay` in mimalloc's option enum (15 in the mimalloc.h of both v2 and v3, as
+/// bundled by libmimalloc-sys 0.1.49; the Rust bindings name only some options). Check it when
+/// that crate is upgraded.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory stays with the process for re-use instead of being handed back to the OS 10 ms
-/// later: every page handed back is zeroed by the kernel again on its next use, which cost a
-/// session run (Q3, 5M events) ~0.2-0.6 s of kernel time; with purging off, ~0.08 s. Memory
-/// held stays at the run's peak, which the streaming pipeline bounds.
+/// Freed memory stays with the process for re-use instead of being handed back to the OS after
+/// mimalloc's purge delay: every page handed back is zeroed by the kernel again on its next use,
+/// which cost a session run (Q3, 5M events) ~0.2-0.6 s of kernel time; with purging off, ~0.08 s.
+/// Memory held stays at the run's peak, which the streaming pipeline bounds.
 fn keep_freed_memory() {
     // SAFETY: plain option setter of the allocator, called before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
