@@ -15,6 +15,13 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run fenestra")
 }
 
+/// `fenestra run --input INPUT --output OUTPUT --window WINDOW`, then `extra`.
+fn run_job(input: &Path, output: &Path, window: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--input", s(input), "--output", s(output), "--window", window];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -61,19 +68,12 @@ fn gen_then_run_gives_the_documented_columns_in_order() {
     assert_eq!(df.height(), 20_000);
     let out = p(dir.path(), "out.parquet");
     let late = p(dir.path(), "late.csv");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--window",
+    let o = run_job(
+        &input,
+        &out,
         "tumble:1s",
-        "--backend",
-        "cpu",
-        "--late-output",
-        s(&late),
-    ]);
+        &["--backend", "cpu", "--late-output", s(&late)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("events read 20000"), "{err}");
@@ -127,23 +127,21 @@ fn string_keys_stay_strings_null_key_is_a_group_and_no_key_has_no_column() {
         "ts,user,v\n1000,bob,1.5\n1200,alice,2\n1300,,4\n1400,bob,\n2500,alice,3\n",
     );
     let out = p(dir.path(), "out.csv");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--window",
+    let o = run_job(
+        &input,
+        &out,
         "tumble:1s",
-        "--key-col",
-        "user",
-        "--value-cols",
-        "v",
-        "--watermark-delay",
-        "0ms",
-        "--aggs",
-        "count,sum",
-    ]);
+        &[
+            "--key-col",
+            "user",
+            "--value-cols",
+            "v",
+            "--watermark-delay",
+            "0ms",
+            "--aggs",
+            "count,sum",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let res = read(&out);
     assert_eq!(
@@ -167,20 +165,12 @@ fn string_keys_stay_strings_null_key_is_a_group_and_no_key_has_no_column() {
     assert_eq!(sums, vec![Some(2.0), Some(1.5), Some(4.0), Some(3.0)]);
 
     let out2 = p(dir.path(), "out2.parquet");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&input),
-        "--output",
-        s(&out2),
-        "--window",
+    let o = run_job(
+        &input,
+        &out2,
         "session:500ms",
-        "--no-key",
-        "--value-cols",
-        "v",
-        "--watermark-delay",
-        "0ms",
-    ]);
+        &["--no-key", "--value-cols", "v", "--watermark-delay", "0ms"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let res = read(&out2);
     assert_eq!(names(&res)[0], "window_start");
@@ -371,18 +361,7 @@ fn gpu_chooses_its_batch_size_and_overlaps_batches() {
     let mut counts = vec![];
     for backend in ["cpu", "gpu"] {
         let out = p(dir.path(), &format!("{backend}.parquet"));
-        let o = run(&[
-            "run",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--window",
-            "hop:4s:1s",
-            "--backend",
-            backend,
-            "--verbose",
-        ]);
+        let o = run_job(&input, &out, "hop:4s:1s", &["--backend", backend, "--verbose"]);
         let err = stderr(&o);
         assert!(o.status.success(), "{backend}: {err}");
         if backend == "gpu" {
@@ -419,19 +398,12 @@ fn gpu_and_cpu_give_the_same_rows() {
         let mut frames = vec![];
         for backend in ["cpu", "gpu"] {
             let out = p(dir.path(), &format!("{backend}.parquet"));
-            let o = run(&[
-                "run",
-                "--input",
-                s(&input),
-                "--output",
-                s(&out),
-                "--window",
+            let o = run_job(
+                &input,
+                &out,
                 window,
-                "--backend",
-                backend,
-                "--aggs",
-                "count,sum,min,max,mean,var,std",
-            ]);
+                &["--backend", backend, "--aggs", "count,sum,min,max,mean,var,std"],
+            );
             assert!(o.status.success(), "{backend}: {}", stderr(&o));
             if backend == "gpu" {
                 assert!(stderr(&o).contains("gpu backend"), "{}", stderr(&o));
@@ -483,31 +455,29 @@ fn model_flags_write_predictions_metrics_and_models() {
     let out = p(d, "out.parquet");
     let model = p(d, "model");
     let metrics = p(d, "metrics.json");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&input),
-        "--output",
-        s(&out),
-        "--window",
+    let o = run_job(
+        &input,
+        &out,
         "tumble:100ms",
-        "--backend",
-        "cpu",
-        "--model",
-        "forecast:mlp",
-        "--target",
-        "mean_value",
-        "--history",
-        "4",
-        "--hidden",
-        "16,8",
-        "--lr",
-        "1e-3",
-        "--model-out",
-        s(&model),
-        "--metrics-output",
-        s(&metrics),
-    ]);
+        &[
+            "--backend",
+            "cpu",
+            "--model",
+            "forecast:mlp",
+            "--target",
+            "mean_value",
+            "--history",
+            "4",
+            "--hidden",
+            "16,8",
+            "--lr",
+            "1e-3",
+            "--model-out",
+            s(&model),
+            "--metrics-output",
+            s(&metrics),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let res = read(&out);
     let cols = names(&res);
@@ -656,25 +626,23 @@ fn model_flags_write_predictions_metrics_and_models() {
     write_csv(&labelled, &text);
     let out4 = p(d, "out4.csv");
     let metrics4 = p(d, "m4.json");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&labelled),
-        "--output",
-        s(&out4),
-        "--window",
+    let o = run_job(
+        &labelled,
+        &out4,
         "tumble:200ms",
-        "--backend",
-        "cpu",
-        "--model",
-        "classify:linear",
-        "--label-col",
-        "label",
-        "--lr",
-        "0.05",
-        "--metrics-output",
-        s(&metrics4),
-    ]);
+        &[
+            "--backend",
+            "cpu",
+            "--model",
+            "classify:linear",
+            "--label-col",
+            "label",
+            "--lr",
+            "0.05",
+            "--metrics-output",
+            s(&metrics4),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics4).unwrap()).unwrap();
     for k in ["logloss", "accuracy", "auc"] {
@@ -716,21 +684,12 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
             p(dir.path(), &format!("{name}.parquet")),
             p(dir.path(), &format!("{name}_late.parquet")),
         );
-        let o = run(&[
-            "run",
-            "--input",
-            s(input),
-            "--output",
-            s(&out),
-            "--window",
+        let o = run_job(
+            input,
+            &out,
             "hop:3s:1s",
-            "--backend",
-            "cpu",
-            "--late-output",
-            s(&late),
-            "--batch-size",
-            "100000",
-        ]);
+            &["--backend", "cpu", "--late-output", s(&late), "--batch-size", "100000"],
+        );
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         outs.push((read(&out), read(&late)));
     }
@@ -769,17 +728,7 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
         .finish(&mut df)
         .unwrap();
     let out = p(dir.path(), "bad_out.parquet");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&bad),
-        "--output",
-        s(&out),
-        "--window",
-        "tumble:1s",
-        "--backend",
-        "cpu",
-    ]);
+    let o = run_job(&bad, &out, "tumble:1s", &["--backend", "cpu"]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -804,17 +753,7 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
     }
     std::fs::write(&damaged, bytes).unwrap();
     let out = p(dir.path(), "damaged_out.parquet");
-    let o = run(&[
-        "run",
-        "--input",
-        s(&damaged),
-        "--output",
-        s(&out),
-        "--window",
-        "tumble:1s",
-        "--backend",
-        "cpu",
-    ]);
+    let o = run_job(&damaged, &out, "tumble:1s", &["--backend", "cpu"]);
     assert!(!o.status.success(), "a damaged row group was read without error");
     let err = stderr(&o);
     assert!(err.contains("damaged.parquet") && err.contains("Parquet"), "{err}");
@@ -838,23 +777,11 @@ fn compression_changes_the_codec_not_the_rows() {
             p(d, &format!("out_{name}.parquet")),
             p(d, &format!("late_{name}.parquet")),
         );
-        let mut args = vec![
-            "run",
-            "--input",
-            s(&input),
-            "--output",
-            s(&out),
-            "--late-output",
-            s(&late),
-            "--window",
-            "tumble:1s",
-            "--backend",
-            "cpu",
-        ];
+        let mut extra = vec!["--late-output", s(&late), "--backend", "cpu"];
         if !name.is_empty() {
-            args.extend(["--compression", name]);
+            extra.extend(["--compression", name]);
         }
-        let o = run(&args);
+        let o = run_job(&input, &out, "tumble:1s", &extra);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         for f in [&out, &late] {
             let meta = polars::io::parquet::read::ParquetReader::new(std::fs::File::open(f).unwrap())
