@@ -1178,7 +1178,7 @@ impl RowFileWriter {
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
                 enum Enc<'a> {
                     None,
-                    Parquet(polars::io::parquet::write::BatchedWriter<&'a mut std::io::BufWriter<File>>),
+                    Parquet(Box<polars::io::parquet::write::BatchedWriter<&'a mut std::io::BufWriter<File>>>),
                     Csv(polars::io::csv::write::BatchedWriter<&'a mut std::io::BufWriter<File>>),
                 }
                 {
@@ -1196,37 +1196,12 @@ impl RowFileWriter {
                         let n: usize = pieces.iter().map(|(rows, _)| rows.len()).sum();
                         times.rows += n as u64;
                         // model outputs of every piece, aligned with the rows (null where a
-                        // piece came without them)
-                        let mut ml_all = task.map(|_| crate::ml::MlOutput {
-                            prediction: Vec::with_capacity(n),
-                            score: Vec::with_capacity(n),
-                            model_version: Vec::with_capacity(n),
-                        });
+                        // piece came without them; `write` checked the lengths)
+                        let mut ml_all = task.map(|_| crate::ml::MlOutput::default());
                         let mut rows_all = Vec::with_capacity(pieces.len());
                         for (rows, ml) in pieces {
                             if let Some(all) = &mut ml_all {
-                                let k = rows.len();
-                                match ml {
-                                    Some(ml) => {
-                                        if ml.prediction.len() != k
-                                            || ml.score.len() != k
-                                            || ml.model_version.len() != k
-                                        {
-                                            return Err(Error::config(format!(
-                                                "model outputs for {} rows handed over with {k} window rows",
-                                                ml.prediction.len()
-                                            )));
-                                        }
-                                        all.prediction.extend(ml.prediction);
-                                        all.score.extend(ml.score);
-                                        all.model_version.extend(ml.model_version);
-                                    }
-                                    None => {
-                                        all.prediction.resize(all.prediction.len() + k, None);
-                                        all.score.resize(all.score.len() + k, None);
-                                        all.model_version.resize(all.model_version.len() + k, None);
-                                    }
-                                }
+                                all.append(ml.unwrap_or_else(|| crate::ml::MlOutput::nulls(rows.len())));
                             }
                             rows_all.push(rows);
                         }
@@ -1242,12 +1217,12 @@ impl RowFileWriter {
                         if let Enc::None = enc {
                             let w = out_slot.take().ok_or_else(|| Error::Polars("writer reused".into()))?;
                             enc = match format {
-                                Format::Parquet => Enc::Parquet(
+                                Format::Parquet => Enc::Parquet(Box::new(
                                     ParquetWriter::new(w)
                                         .with_compression(compression.parquet())
                                         .batched(df.schema())
                                         .map_err(werr)?,
-                                ),
+                                )),
                                 Format::Csv => Enc::Csv(
                                     CsvWriter::new(w)
                                         .include_header(true)
@@ -1314,6 +1289,15 @@ impl RowFileWriter {
     /// queued, not more: each is ~20 MB of rows that fresh pages back (a queue of two cost a hop
     /// run ~45 MB more memory and ~0.05 s of kernel time), and the writer is the slower side.
     pub fn write(&mut self, rows: WindowRows, ml: Option<crate::ml::MlOutput>, keys: &KeyValues) -> Result<()> {
+        if let Some(ml) = &ml
+            && !ml.covers(rows.len())
+        {
+            return Err(Error::config(format!(
+                "model outputs for {} rows handed over with {} window rows",
+                ml.model_version.len(),
+                rows.len()
+            )));
+        }
         if rows.is_empty() {
             return Ok(());
         }

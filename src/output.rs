@@ -119,17 +119,16 @@ impl WindowRows {
         }
     }
 
-    /// The rows of `pieces` in order, in one allocation per column (a single piece is moved).
-    pub fn concat(mut pieces: Vec<WindowRows>, ncols: usize) -> WindowRows {
-        match pieces.len() {
-            0 => return WindowRows::new(ncols),
-            1 => return pieces.pop().unwrap_or_else(|| WindowRows::new(ncols)),
-            _ => {}
+    /// The rows of `pieces` in order. A single piece is moved out; several are copied into one
+    /// allocation per column and stay in `pieces` (their buffers can be filled again).
+    pub fn concat(pieces: &mut Vec<WindowRows>, ncols: usize) -> WindowRows {
+        if pieces.len() <= 1 {
+            return pieces.pop().unwrap_or_else(|| WindowRows::new(ncols));
         }
         let n: usize = pieces.iter().map(|p| p.len()).sum();
         let mut out = WindowRows::new(ncols);
         out.reserve(n);
-        for p in &pieces {
+        for p in pieces.iter() {
             out.append(p);
         }
         out

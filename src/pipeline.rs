@@ -345,14 +345,9 @@ impl Stage2 {
         let t0 = Instant::now();
         self.keys.append_tail(&work.keys_tail);
         self.order.update(&self.keys);
+        // the pool holds only emptied buffers of this width (`Pipeline::recycle` checks)
         let spare = self.spare.lock().ok().and_then(|mut p| p.pop());
-        let mut rows = match spare {
-            Some(mut r) if r.ncols == self.ncols => {
-                r.clear();
-                r
-            }
-            _ => WindowRows::new(self.ncols),
-        };
+        let mut rows = spare.unwrap_or_else(|| WindowRows::new(self.ncols));
         rows.reserve(self.last_rows + self.last_rows / 4);
         self.store.apply(&work.plan, &work.partials, &self.order, &mut rows);
         self.last_rows = rows.len();
@@ -948,20 +943,11 @@ impl Pipeline {
 
     fn take_output(&mut self) -> Result<Output> {
         let ncols = self.config.value_columns.len();
-        let rows = if self.rows.len() > 1 {
-            // the pieces are copied into one buffer: theirs can be filled again
-            let pieces = std::mem::take(&mut self.rows);
-            let n: usize = pieces.iter().map(WindowRows::len).sum();
-            let mut out = WindowRows::new(ncols);
-            out.reserve(n);
-            for p in pieces {
-                out.append(&p);
-                self.recycle(p);
-            }
-            out
-        } else {
-            WindowRows::concat(std::mem::take(&mut self.rows), ncols)
-        };
+        let rows = WindowRows::concat(&mut self.rows, ncols);
+        // pieces copied into `rows`: their buffers can be filled again
+        for p in std::mem::take(&mut self.rows) {
+            self.recycle(p);
+        }
         let ml = match &mut self.model {
             Some(m) => {
                 let t0 = Instant::now();

@@ -405,7 +405,6 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         ml_cfg.as_ref().map(|m| m.model.task),
         compression,
     )?;
-    let mut n_rows = 0usize;
     let mut late = fenestra::LateEvents::default();
     let mut late_frames: Vec<DataFrame> = vec![];
     let mut late_taken = 0usize;
@@ -428,7 +427,6 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             )?;
             pipeline.push_encoded(batch)?;
             let out = pipeline.poll()?;
-            n_rows += out.rows.len();
             writer.write(out.rows, out.ml, pipeline.keys().values())?;
             append_late(&mut late, out.late);
             local += len;
@@ -446,7 +444,6 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         pb.set_length(input.total_rows().max(chunk_start) as u64);
     }
     let out = pipeline.finish()?;
-    n_rows += out.rows.len();
     writer.write(out.rows, out.ml, pipeline.keys().values())?;
     append_late(&mut late, out.late);
     pb.finish_and_clear();
@@ -496,7 +493,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         m.events_in,
         m.on_time,
         m.late,
-        n_rows,
+        wt.rows,
         secs,
         m.events_in as f64 / secs
     );

@@ -165,6 +165,29 @@ pub struct MlOutput {
     pub model_version: Vec<Option<u64>>,
 }
 
+impl MlOutput {
+    /// Outputs for `n` rows the model said nothing about (all null).
+    pub fn nulls(n: usize) -> MlOutput {
+        MlOutput {
+            prediction: vec![None; n],
+            score: vec![None; n],
+            model_version: vec![None; n],
+        }
+    }
+
+    /// Whether every column has one entry for each of `rows` rows.
+    pub fn covers(&self, rows: usize) -> bool {
+        self.prediction.len() == rows && self.score.len() == rows && self.model_version.len() == rows
+    }
+
+    /// Appends the outputs of the rows after these.
+    pub fn append(&mut self, other: MlOutput) {
+        self.prediction.extend(other.prediction);
+        self.score.extend(other.score);
+        self.model_version.extend(other.model_version);
+    }
+}
+
 /// The metrics file (`--metrics-output`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct MlReport {
@@ -342,11 +365,7 @@ impl OnlineModel {
             self.history.adopt(k, keys);
         }
         let n = rows.len();
-        let mut out = MlOutput {
-            prediction: vec![None; n],
-            score: vec![None; n],
-            model_version: vec![None; n],
-        };
+        let mut out = MlOutput::nulls(n);
         // One firing (rows with the same window end) is one test-then-train step.
         let mut lo = 0;
         while lo < n {

@@ -141,12 +141,13 @@ impl PaneAssigner {
             // Stamps wrap: clear every entry (stamp 0 matches no table) and give the tables in
             // use new stamps. Their keys get new slots for the rest of the batch; the store
             // merges two slots of one (key, pane) like any partials, so results stay exact.
-            for t in self.pool.iter_mut().chain(self.tables.iter_mut()) {
+            self.next_stamp = 1;
+            for t in &mut self.pool {
                 t.entries.fill(0);
                 t.stamp = 0;
             }
-            self.next_stamp = 1;
-            for t in self.tables.iter_mut() {
+            for t in &mut self.tables {
+                t.entries.fill(0);
                 t.stamp = self.next_stamp;
                 self.next_stamp += 1;
             }

@@ -648,6 +648,17 @@ impl SessionStore {
         m.dirty = true;
     }
 
+    /// Prefetches session `h`'s record and partials (for a loop that reaches them a few steps on).
+    #[inline]
+    fn prefetch(&self, h: usize) {
+        if let Some(m) = self.meta.get(h) {
+            super::prefetch_whole(m);
+        }
+        if let Some(c) = self.cols.get(h * self.ncols) {
+            super::prefetch_whole(c);
+        }
+    }
+
     /// Applies one batch and emits the sessions whose time has come.
     pub fn apply(&mut self, plan: &SessionPlan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         let n = self.ncols;
@@ -673,12 +684,7 @@ impl SessionStore {
         for (i, e) in plan.extents.iter().enumerate() {
             // new sessions reuse handles of long-purged ones: not in cache
             if let Some(a) = plan.extents.get(i + AHEAD) {
-                if let Some(m) = self.meta.get(a.handle as usize) {
-                    super::prefetch_whole(m);
-                }
-                if let Some(c) = self.cols.get(a.handle as usize * n) {
-                    super::prefetch_whole(c);
-                }
+                self.prefetch(a.handle as usize);
             }
             self.touch(e.handle);
             let m = &mut self.meta[e.handle as usize];
@@ -690,12 +696,7 @@ impl SessionStore {
         let handles = &plan.slot_session;
         for (slot, &handle) in handles.iter().enumerate() {
             if let Some(&ahead) = handles.get(slot + AHEAD) {
-                if let Some(m) = self.meta.get(ahead as usize) {
-                    super::prefetch_whole(m);
-                }
-                if let Some(c) = self.cols.get(ahead as usize * n) {
-                    super::prefetch_whole(c);
-                }
+                self.prefetch(ahead as usize);
             }
             let h = self.resolve(handle);
             self.touch(h);
@@ -707,22 +708,15 @@ impl SessionStore {
         // flipped, so that unsigned order is signed order), handle last. Two live sessions of one
         // key never share a start, so the handle only makes the order total.
         let mut order: Vec<u128> = Vec::new();
-        let due = plan.fire.len() + plan.purge.len() + self.dirty_list.len();
-        let nth = |i: usize| -> Option<u32> {
-            if i < plan.fire.len() {
-                Some(plan.fire[i])
-            } else if i < plan.fire.len() + plan.purge.len() {
-                Some(plan.purge[i - plan.fire.len()])
-            } else {
-                self.dirty_list.get(i - plan.fire.len() - plan.purge.len()).copied()
-            }
-        };
-        for i in 0..due {
-            // The sessions due are scattered over the store: fetch ahead.
-            if let Some(m) = nth(i + AHEAD).and_then(|a| self.meta.get(a as usize)) {
+        let due = || plan.fire.iter().chain(&plan.purge).chain(&self.dirty_list).copied();
+        // The sessions due are scattered over the store: fetch ahead.
+        let mut ahead = due().skip(AHEAD);
+        for h in due() {
+            if let Some(a) = ahead.next()
+                && let Some(m) = self.meta.get(a as usize)
+            {
                 super::prefetch_whole(m);
             }
-            let Some(h) = nth(i) else { break };
             let h = self.resolve(h) as usize;
             if let Some(m) = self.meta.get(h)
                 && m.alive
@@ -738,13 +732,7 @@ impl SessionStore {
         out.reserve(order.len());
         for (i, &o) in order.iter().enumerate() {
             if let Some(&a) = order.get(i + AHEAD) {
-                let a = (a as u32) as usize;
-                if let Some(m) = self.meta.get(a) {
-                    super::prefetch_whole(m);
-                }
-                if let Some(c) = self.cols.get(a * n) {
-                    super::prefetch_whole(c);
-                }
+                self.prefetch((a as u32) as usize);
             }
             let h = (o as u32) as usize;
             let m = &mut self.meta[h];
