@@ -341,7 +341,7 @@ type RowsPool = std::sync::Arc<std::sync::Mutex<Vec<WindowRows>>>;
 const SPARE_ROWS: usize = 4;
 
 impl Stage2 {
-    fn run(&mut self, work: &Work) -> Result<Done> {
+    fn run(&mut self, work: &mut Work) -> Result<Done> {
         let t0 = Instant::now();
         self.keys.append_tail(&work.keys_tail);
         self.order.update(&self.keys);
@@ -349,7 +349,7 @@ impl Stage2 {
         let spare = self.spare.lock().ok().and_then(|mut p| p.pop());
         let mut rows = spare.unwrap_or_else(|| WindowRows::new(self.ncols));
         rows.reserve(self.last_rows + self.last_rows / 4);
-        self.store.apply(&work.plan, &work.partials, &self.order, &mut rows);
+        self.store.apply(&mut work.plan, &work.partials, &self.order, &mut rows);
         self.last_rows = rows.len();
         Ok(Done {
             rows,
@@ -460,9 +460,13 @@ impl Pipeline {
             (None, Some(_)) => return Err(Error::config("a model file was given but no model task (--model)")),
             (None, None) => None,
         };
-        let assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
+        let mut assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
+        let mut store = Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2());
         let backend_kind = backend.kind();
-        let backend_desc = backend.describe();
+        let mut backend_desc = backend.describe();
+        if backend.reduces_in_place() && assigner.reduce_in_place(&mut store, ncols, config.aggregates.needs_m2()) {
+            backend_desc = format!("{backend_desc} (tumbling/sliding windows: reduced while assigned, in one pass)");
+        }
         let mut backend = backend;
         let batch_size = match config.batch_size {
             Some(n) => n,
@@ -472,7 +476,7 @@ impl Pipeline {
         .max(1);
         let spare = RowsPool::default();
         let stage2 = Stage2 {
-            store: Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2()),
+            store,
             keys: KeyValues::new(config.key_kind),
             order: KeyOrder::default(),
             ncols,
@@ -486,8 +490,8 @@ impl Pipeline {
             let handle = std::thread::Builder::new()
                 .name("fenestra-stage2".into())
                 .spawn(move || {
-                    while let Ok(work) = work_rx.recv() {
-                        let res = s2.run(&work).map(|mut d| {
+                    while let Ok(mut work) = work_rx.recv() {
+                        let res = s2.run(&mut work).map(|mut d| {
                             d.recycled = Some(work);
                             d
                         });
@@ -737,6 +741,7 @@ impl Pipeline {
         self.assigner.assign(
             &batch.ts,
             &batch.keys,
+            &batch.values,
             self.dict.len(),
             &mut work.slots,
             &mut self.late_idx,
@@ -814,7 +819,8 @@ impl Pipeline {
     fn dispatch(&mut self, work: Work) -> Result<()> {
         match &mut self.stage {
             Stage::Inline(s2) => {
-                let res = s2.run(&work);
+                let mut work = work;
+                let res = s2.run(&mut work);
                 self.spare.push(work);
                 let done = self.record_failure(res)?;
                 self.absorb(done);
@@ -895,7 +901,7 @@ impl Pipeline {
             }
         }
         self.metrics.store_s += done.store_s;
-        self.metrics.open_states = done.open_states;
+        self.metrics.open_states = done.open_states + self.assigner.open_states() as u64;
         if !done.rows.is_empty() || !done.rows.merged.is_empty() {
             self.rows.push(done.rows);
         } else {

@@ -218,6 +218,7 @@ fn several_value_columns_with_nulls_and_nan() {
         }
     }
     check("nulls tumble", &data, &Run::new("tumble:1s", 300, 0));
+    check("nulls hop", &data, &Run::new("hop:3s:1s", 300, 200));
     check("nulls session", &data, &Run::new("session:40ms", 300, 0));
 }
 

@@ -182,6 +182,14 @@ pub trait AggBackend: Send {
     /// Reduces one batch into `out`, which is reset to `batch.num_slots` entries first.
     fn reduce(&mut self, batch: &SlotBatch<'_>, ncols: usize, out: &mut Partials) -> Result<()>;
 
+    /// Whether the pipeline may leave tumbling and sliding windows out of this backend and fold
+    /// each event straight into its pane's row while it assigns it (one pass over the events, no
+    /// slots, no partials to merge). True for a backend whose reduce is that same scatter on the
+    /// host (the CPU); a device keeps the slot path, which hands it whole batches.
+    fn reduces_in_place(&self) -> bool {
+        false
+    }
+
     /// Cumulative stage times since creation.
     fn stage_times(&self) -> StageTimes {
         StageTimes::default()

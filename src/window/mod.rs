@@ -89,11 +89,14 @@ impl Assigner {
     }
 
     /// Assigns one batch: late positions to `late`, a slot per event to `slots`, the rest to
-    /// `plan` (which must be of this assigner's kind; it is replaced otherwise).
+    /// `plan` (which must be of this assigner's kind; it is replaced otherwise). `values` are
+    /// read only in the direct mode ([`Assigner::reduce_in_place`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn assign(
         &mut self,
         ts: &[i64],
         keys: &[u32],
+        values: &[Vec<f64>],
         num_keys: usize,
         slots: &mut Vec<u32>,
         late: &mut Vec<u32>,
@@ -105,7 +108,7 @@ impl Assigner {
                     *plan = Plan::Panes(PanePlan::default());
                 }
                 if let Plan::Panes(p) = plan {
-                    a.assign(ts, keys, num_keys, slots, late, p);
+                    a.assign(ts, keys, values, num_keys, slots, late, p);
                 }
             }
             Assigner::Sessions(a) => {
@@ -116,6 +119,21 @@ impl Assigner {
                     a.assign(ts, keys, num_keys, slots, late, p);
                 }
             }
+        }
+    }
+
+    /// Turns on the direct mode for tumbling and sliding windows: events are reduced into pane
+    /// rows while they are assigned, and `store` takes the rows over (see [`panes`]). Returns
+    /// false (and changes nothing) for session windows, which keep the slot path.
+    pub fn reduce_in_place(&mut self, store: &mut Store, ncols: usize, want_m2: bool) -> bool {
+        match (self, store) {
+            (Assigner::Panes(a), Store::Panes(s)) => {
+                let pool = panes::PanePool::default();
+                s.share_pool(pool.clone());
+                a.reduce_in_place(ncols, want_m2, pool);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -132,6 +150,14 @@ impl Assigner {
                 a.finish(&mut p);
                 Plan::Sessions(p)
             }
+        }
+    }
+
+    /// `(key, pane)` states the assigner itself holds (direct mode: panes it is filling).
+    pub fn open_states(&self) -> usize {
+        match self {
+            Assigner::Panes(a) => a.open_states(),
+            Assigner::Sessions(_) => 0,
         }
     }
 
@@ -163,8 +189,9 @@ impl Store {
         }
     }
 
-    /// Applies one batch's plan and partials; emitted rows are appended to `out`.
-    pub fn apply(&mut self, plan: &Plan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
+    /// Applies one batch's plan and partials; emitted rows are appended to `out`. Pane rows the
+    /// plan carries (direct mode) are taken out of it.
+    pub fn apply(&mut self, plan: &mut Plan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         match (self, plan) {
             (Store::Panes(s), Plan::Panes(p)) => s.apply(p, partials, keys, out),
             (Store::Sessions(s), Plan::Sessions(p)) => s.apply(p, partials, keys, out),

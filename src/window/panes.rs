@@ -12,6 +12,14 @@
 //! epoch by epoch, and fires a window by merging its `size / pane` panes when the watermark passes
 //! its end. The cost per event is one pane update whatever the number of windows an event belongs
 //! to; the cost per emitted row is one merge per pane.
+//!
+//! **Direct mode** (a backend that reduces on the host, [`crate::backend::AggBackend::reduces_in_place`]):
+//! the assigner skips the slots and folds each event straight into the rows of its pane, which it
+//! keeps across batches. A pane's rows are *sealed* — handed to the store, which adopts them as its
+//! pane or merges them into the one it has — at the first watermark point at which a window
+//! containing the pane fires (and, for later updates, at the next point or the batch's end). One
+//! pass over the events replaces assign + reduce + merge, and the store fires a tumbling window
+//! from the very rows the assigner filled.
 
 use super::cleanup_time;
 use super::spec::PaneLayout;
@@ -21,14 +29,26 @@ use crate::backend::{Partials, SKIP_SLOT};
 use crate::batch::KeyOrder;
 use crate::output::WindowRows;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 const NONE: u32 = u32::MAX;
+
+/// Emptied panes handed back by the store for the assigner (direct mode) and the store itself to
+/// fill again: their buffers are already allocated and mapped. They carry no key index: each
+/// side keeps its own indexes, so that the per-event lookups stay in the cache of the core that
+/// makes them.
+pub type PanePool = Arc<Mutex<Vec<Pane>>>;
+
+/// Emptied panes a pool keeps at most.
+const POOL_MAX: usize = 16;
 
 /// A watermark point inside a batch where windows fire or are purged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Epoch {
     /// Slots below this were allocated before the point.
     pub slot_end: u32,
+    /// Direct mode: sealed panes below this were sealed before the point.
+    pub sealed_end: u32,
     /// The watermark at the point.
     pub watermark: i64,
 }
@@ -42,8 +62,30 @@ pub struct PanePlan {
     pub slot_pane: Vec<i64>,
     /// Watermark points inside the batch, in order.
     pub epochs: Vec<Epoch>,
+    /// Direct mode: pane rows the assigner filled, in the order it sealed them.
+    pub sealed: Vec<SealedPane>,
     /// The watermark after the batch.
     pub end_watermark: i64,
+}
+
+/// Rows of one pane filled by the assigner in the direct mode, for the store to take over.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SealedPane {
+    /// The pane index.
+    pub pane: i64,
+    rows: Pane,
+}
+
+impl SealedPane {
+    /// `(key, pane)` states it holds.
+    pub fn len(&self) -> usize {
+        self.rows.keys.len()
+    }
+
+    /// True when it holds no state.
+    pub fn is_empty(&self) -> bool {
+        self.rows.keys.is_empty()
+    }
 }
 
 impl PanePlan {
@@ -51,6 +93,7 @@ impl PanePlan {
         self.slot_key.clear();
         self.slot_pane.clear();
         self.epochs.clear();
+        self.sealed.clear();
     }
 
     /// Number of slots.
@@ -82,6 +125,103 @@ pub struct PaneAssigner {
     next_stamp: u32,
     /// The smallest cleanup time among `tables`.
     next_release: i64,
+    /// The direct mode's state, when it is on.
+    direct: Option<Direct>,
+}
+
+/// A pane whose rows the assigner fills in the direct mode.
+#[derive(Clone, Debug)]
+struct LivePane {
+    /// `key -> row` of `rows` (the assigner's own; `rows` travel without it).
+    index: Vec<u32>,
+    pane: i64,
+    /// The watermark at which the pane's state is purged.
+    cleanup: i64,
+    /// The watermark at which the first window containing the pane fires (its end - 1): from
+    /// then on the store needs the pane's rows.
+    fires: i64,
+    rows: Pane,
+}
+
+/// The direct mode: events folded into pane rows as they are assigned.
+#[derive(Clone, Debug)]
+struct Direct {
+    ncols: usize,
+    want_m2: bool,
+    live: Vec<LivePane>,
+    pool: PanePool,
+    /// Emptied indexes of sealed panes.
+    indexes: Vec<Vec<u32>>,
+}
+
+impl Direct {
+    /// Hands the rows of every live pane whose first window fires by `w` to the plan.
+    fn seal(&mut self, w: i64, plan: &mut PanePlan) {
+        let mut i = 0;
+        while i < self.live.len() {
+            if self.live[i].fires <= w {
+                let mut lp = self.live.swap_remove(i);
+                for &k in &lp.rows.keys {
+                    lp.index[k as usize] = NONE;
+                }
+                keep(&mut self.indexes, lp.index);
+                if lp.rows.keys.is_empty() {
+                    give_back(&self.pool, lp.rows);
+                } else {
+                    plan.sealed.push(SealedPane {
+                        pane: lp.pane,
+                        rows: lp.rows,
+                    });
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Hands the rows of every live pane to the plan (end of input).
+    fn seal_all(&mut self, plan: &mut PanePlan) {
+        self.seal(i64::MAX, plan);
+    }
+}
+
+/// An emptied pane from `pool` (without index), or a new one.
+fn take_pane(pool: &PanePool) -> Pane {
+    pool.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
+}
+
+/// Returns a pane's buffers to `pool` (dropped when the pool is full). Its index, if it still
+/// has one, is dropped: indexes stay with the side that built them ([`Pane::take_index`]).
+fn give_back(pool: &PanePool, mut pane: Pane) {
+    pane.index = Vec::new();
+    pane.keys.clear();
+    pane.count.clear();
+    pane.cols.clear();
+    pane.sorted = 0;
+    if pane.keys.capacity() == 0 {
+        return;
+    }
+    if let Ok(mut v) = pool.lock()
+        && v.len() < POOL_MAX
+    {
+        v.push(pane);
+    }
+}
+
+/// An all-empty index of at least `n` entries from `pool`, or a new one.
+fn take_index(pool: &mut Vec<Vec<u32>>, n: usize) -> Vec<u32> {
+    let mut idx = pool.pop().unwrap_or_default();
+    if idx.len() < n {
+        idx.resize(n, NONE);
+    }
+    idx
+}
+
+/// Keeps an emptied index (all entries `NONE`) for re-use.
+fn keep(pool: &mut Vec<Vec<u32>>, idx: Vec<u32>) {
+    if idx.capacity() > 0 && pool.len() < POOL_MAX {
+        pool.push(idx);
+    }
 }
 
 impl PaneAssigner {
@@ -97,7 +237,30 @@ impl PaneAssigner {
             pool: vec![],
             next_stamp: 1,
             next_release: i64::MAX,
+            direct: None,
         }
+    }
+
+    /// Turns the direct mode on: events are folded into pane rows here (`ncols` value columns,
+    /// second moments when `want_m2`) and no slots are allocated. `pool` is shared with the store,
+    /// which hands emptied panes back through it. Call before the first batch.
+    pub fn reduce_in_place(&mut self, ncols: usize, want_m2: bool, pool: PanePool) {
+        // every fire and purge point seals panes, tumbling windows included
+        self.use_epochs = true;
+        self.direct = Some(Direct {
+            ncols,
+            want_m2,
+            live: vec![],
+            pool,
+            indexes: vec![],
+        });
+    }
+
+    /// `(key, pane)` states held in panes the assigner is filling (direct mode; 0 otherwise).
+    pub fn open_states(&self) -> usize {
+        self.direct
+            .as_ref()
+            .map_or(0, |d| d.live.iter().map(|lp| lp.rows.keys.len()).sum())
     }
 
     /// The watermark that applies to the next event.
@@ -182,11 +345,14 @@ impl PaneAssigner {
     }
 
     /// Assigns one batch. `num_keys` bounds the key ids in `keys`. Late event positions go to
-    /// `late`, slots (or [`SKIP_SLOT`]) to `slots`, the rest of the plan to `plan`.
+    /// `late`, slots (or [`SKIP_SLOT`]) to `slots`, the rest of the plan to `plan`. In the direct
+    /// mode the events' `values` are folded into pane rows and `slots` stays empty.
+    #[allow(clippy::too_many_arguments)]
     pub fn assign(
         &mut self,
         ts: &[i64],
         keys: &[u32],
+        values: &[Vec<f64>],
         num_keys: usize,
         slots: &mut Vec<u32>,
         late: &mut Vec<u32>,
@@ -194,6 +360,15 @@ impl PaneAssigner {
     ) {
         plan.clear();
         slots.clear();
+        if let Some(mut d) = self.direct.take() {
+            if d.want_m2 {
+                self.assign_direct::<true>(&mut d, ts, keys, values, num_keys, late, plan);
+            } else {
+                self.assign_direct::<false>(&mut d, ts, keys, values, num_keys, late, plan);
+            }
+            self.direct = Some(d);
+            return;
+        }
         slots.reserve(ts.len());
         let mut max = self.wm.max_ts();
         let mut last: usize = usize::MAX;
@@ -204,6 +379,7 @@ impl PaneAssigner {
             if self.use_epochs && w >= self.next_boundary && w != i64::MIN {
                 plan.epochs.push(Epoch {
                     slot_end: plan.slot_key.len() as u32,
+                    sealed_end: 0,
                     watermark: w,
                 });
                 self.release_tables();
@@ -258,17 +434,123 @@ impl PaneAssigner {
         plan.end_watermark = self.wm.current();
     }
 
+    /// The direct mode's [`Self::assign`]: the same watermark, lateness and epoch points as the
+    /// slot path, with each on-time event folded into the row of its `(key, pane)`.
+    #[allow(clippy::too_many_arguments)]
+    fn assign_direct<const M2: bool>(
+        &mut self,
+        d: &mut Direct,
+        ts: &[i64],
+        keys: &[u32],
+        values: &[Vec<f64>],
+        num_keys: usize,
+        late: &mut Vec<u32>,
+        plan: &mut PanePlan,
+    ) {
+        let ncols = d.ncols;
+        debug_assert_eq!(values.len(), ncols);
+        // new keys since the last batch: every live pane's index covers them
+        for lp in &mut d.live {
+            if lp.index.len() < num_keys {
+                lp.index.resize(num_keys, NONE);
+            }
+        }
+        let one = if ncols == 1 { &values[0][..] } else { &[][..] };
+        let mut max = self.wm.max_ts();
+        let mut last: usize = usize::MAX;
+        // the time range of `last`'s pane
+        let (mut last_lo, mut last_hi) = (i64::MAX, i64::MIN);
+        for (i, (&t, &k)) in ts.iter().zip(keys).enumerate() {
+            let w = self.wm.from_max(max);
+            if w >= self.next_boundary && w != i64::MIN {
+                // the store fires or purges windows at `w`: it needs the rows of their panes
+                d.seal(w, plan);
+                plan.epochs.push(Epoch {
+                    slot_end: 0,
+                    sealed_end: plan.sealed.len() as u32,
+                    watermark: w,
+                });
+                last = usize::MAX;
+                self.next_boundary = self.boundary_after(w);
+            }
+            max = max.max(t);
+            // Most events fall in the pane of the event before: a range check skips the division.
+            let li = if last < d.live.len() && t >= last_lo && t < last_hi {
+                last
+            } else {
+                let p = self.layout.pane_of(t);
+                last_lo = self.layout.pane_start(p);
+                last_hi = last_lo.saturating_add(self.layout.pane);
+                match d.live.iter().rposition(|lp| lp.pane == p) {
+                    Some(li) => li,
+                    None => {
+                        let cleanup = cleanup_time(self.layout.last_window_end(p), self.lateness);
+                        if cleanup <= w {
+                            last = usize::MAX;
+                            late.push(i as u32);
+                            continue;
+                        }
+                        d.live.push(LivePane {
+                            index: take_index(&mut d.indexes, num_keys),
+                            pane: p,
+                            cleanup,
+                            fires: self.layout.first_window_end(p) - 1,
+                            rows: take_pane(&d.pool),
+                        });
+                        d.live.len() - 1
+                    }
+                }
+            };
+            last = li;
+            let lp = &mut d.live[li];
+            if lp.cleanup <= w {
+                late.push(i as u32);
+                continue;
+            }
+            let rows = &mut lp.rows;
+            let r = lp.index[k as usize];
+            let r = if r == NONE {
+                let r = rows.keys.len();
+                lp.index[k as usize] = r as u32;
+                rows.keys.push(k);
+                rows.count.push(0);
+                rows.cols.resize(rows.cols.len() + ncols, ColPartial::IDENTITY);
+                r
+            } else {
+                r as usize
+            };
+            rows.count[r] += 1;
+            if ncols == 1 {
+                rows.cols[r].push::<M2>(one[i]);
+            } else {
+                for (c, v) in values.iter().enumerate() {
+                    rows.cols[r * ncols + c].push::<M2>(v[i]);
+                }
+            }
+        }
+        self.wm.advance(max);
+        let end = self.wm.current();
+        // rows of panes whose windows fire with the batch's last watermark, and updates of fired
+        // windows (each batch emits their next revision)
+        d.seal(end, plan);
+        plan.end_watermark = end;
+    }
+
     /// Ends the input: the plan that fires every open window.
     pub fn finish(&mut self, plan: &mut PanePlan) {
         plan.clear();
+        if let Some(d) = &mut self.direct {
+            d.seal_all(plan);
+        }
         self.wm.finish();
         plan.end_watermark = self.wm.current();
     }
 }
 
-/// The partial state of one pane for every key that has data in it.
-#[derive(Clone, Debug, Default)]
-struct Pane {
+/// The partial state of one pane for every key that has data in it: rows in arrival order,
+/// `index[key]` = row (or none).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pane {
     index: Vec<u32>,
     keys: Vec<u32>,
     count: Vec<u64>,
@@ -301,6 +583,31 @@ impl Pane {
         self.sorted = self.keys.len();
     }
 
+    /// Adds `count` events with partials `cols` to `key`'s row (a new row when it has none).
+    #[inline(always)]
+    fn add_row(&mut self, key: u32, count: u64, cols: &[ColPartial], ncols: usize, m2: bool) {
+        let k = key as usize;
+        if k >= self.index.len() {
+            self.index.resize((k + 1).max(self.index.len() * 2), NONE);
+        }
+        let r = self.index[k];
+        if r == NONE {
+            self.index[k] = self.keys.len() as u32;
+            self.keys.push(key);
+            self.count.push(count);
+            self.cols.extend_from_slice(cols);
+        } else {
+            let r = r as usize;
+            self.count[r] += count;
+            let dst = &mut self.cols[r * ncols..(r + 1) * ncols];
+            if m2 {
+                combine_row::<true>(dst, cols);
+            } else {
+                combine_row::<false>(dst, cols);
+            }
+        }
+    }
+
     fn get(&self, key: u32) -> Option<usize> {
         self.index
             .get(key as usize)
@@ -309,14 +616,25 @@ impl Pane {
             .map(|r| r as usize)
     }
 
-    fn reset(&mut self) {
+    /// Takes the index out, emptied (every entry `NONE`) for another pane.
+    fn take_index(&mut self) -> Vec<u32> {
         for &k in &self.keys {
             self.index[k as usize] = NONE;
         }
-        self.keys.clear();
-        self.count.clear();
-        self.cols.clear();
-        self.sorted = 0;
+        std::mem::take(&mut self.index)
+    }
+
+    /// Gives the pane `idx` (all entries `NONE`) as its index, filled from its rows.
+    fn set_index(&mut self, mut idx: Vec<u32>) {
+        if let Some(&max) = self.keys.iter().max()
+            && max as usize >= idx.len()
+        {
+            idx.resize(max as usize + 1, NONE);
+        }
+        for (r, &k) in self.keys.iter().enumerate() {
+            idx[k as usize] = r as u32;
+        }
+        self.index = idx;
     }
 }
 
@@ -363,6 +681,10 @@ pub struct PaneStore {
     dirty: BTreeSet<(i64, u32)>,
     acc: Accumulator,
     order: Vec<u32>,
+    /// Emptied panes, shared with a direct-mode assigner.
+    pool: PanePool,
+    /// Emptied indexes of purged panes.
+    indexes: Vec<Vec<u32>>,
 }
 
 impl PaneStore {
@@ -381,7 +703,15 @@ impl PaneStore {
             dirty: BTreeSet::new(),
             acc: Accumulator::default(),
             order: vec![],
+            pool: PanePool::default(),
+            indexes: vec![],
         }
+    }
+
+    /// Shares `pool` with a direct-mode assigner ([`PaneAssigner::reduce_in_place`]): purged and
+    /// merged panes go back through it.
+    pub fn share_pool(&mut self, pool: PanePool) {
+        self.pool = pool;
     }
 
     /// Panes currently held (for metrics and the bounded-memory tests).
@@ -394,15 +724,24 @@ impl PaneStore {
         self.index.values().map(|&i| self.slab[i].keys.len()).sum()
     }
 
-    /// Applies one batch's partials and fires what the watermark allows.
-    pub fn apply(&mut self, plan: &PanePlan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
-        let mut s = 0usize;
+    /// Applies one batch's partials (or, in the direct mode, takes its sealed panes) and fires
+    /// what the watermark allows.
+    pub fn apply(&mut self, plan: &mut PanePlan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
+        let (mut s, mut g) = (0usize, 0usize);
         for ep in &plan.epochs {
-            self.merge(plan, partials, s..ep.slot_end as usize);
+            self.merge(&plan.slot_key, &plan.slot_pane, partials, s..ep.slot_end as usize);
             s = ep.slot_end as usize;
+            for sp in &mut plan.sealed[g..ep.sealed_end as usize] {
+                self.absorb(std::mem::take(sp));
+            }
+            g = ep.sealed_end as usize;
             self.advance_to(ep.watermark, keys, out);
         }
-        self.merge(plan, partials, s..plan.num_slots());
+        self.merge(&plan.slot_key, &plan.slot_pane, partials, s..plan.slot_key.len());
+        for sp in &mut plan.sealed[g..] {
+            self.absorb(std::mem::take(sp));
+        }
+        plan.sealed.clear();
         self.advance_to(plan.end_watermark, keys, out);
         let dirty = std::mem::take(&mut self.dirty);
         self.emit_revisions(dirty.into_iter(), keys, out);
@@ -412,10 +751,20 @@ impl PaneStore {
         if let Some(&i) = self.index.get(&p) {
             return i;
         }
+        let pane = take_pane(&self.pool);
+        self.place(p, pane)
+    }
+
+    /// Puts `pane` (rows without an index) in the slab as pane `p` (not held yet), indexed.
+    fn place(&mut self, p: i64, mut pane: Pane) -> usize {
+        pane.set_index(take_index(&mut self.indexes, 0));
         let i = match self.free.pop() {
-            Some(i) => i,
+            Some(i) => {
+                self.slab[i] = pane;
+                i
+            }
             None => {
-                self.slab.push(Pane::default());
+                self.slab.push(pane);
                 self.slab.len() - 1
             }
         };
@@ -423,21 +772,78 @@ impl PaneStore {
         i
     }
 
-    fn merge(&mut self, plan: &PanePlan, partials: &Partials, range: std::ops::Range<usize>) {
-        if self.want_m2 {
-            self.merge_impl::<true>(plan, partials, range)
-        } else {
-            self.merge_impl::<false>(plan, partials, range)
+    /// With allowed lateness, marks the fired and still kept windows of pane `p` that `key`'s
+    /// new data updates: they emit a new revision.
+    fn mark_dirty(&mut self, p: i64, key: u32) {
+        let start = self.layout.pane_start(p);
+        for ws in self.layout.windows_of(start) {
+            let end = ws + self.layout.size;
+            if end - 1 <= self.wm && cleanup_time(end, self.lateness) > self.wm {
+                self.dirty.insert((ws, key));
+            }
         }
     }
 
-    fn merge_impl<const M2: bool>(&mut self, plan: &PanePlan, partials: &Partials, range: std::ops::Range<usize>) {
+    /// Takes over the rows of a pane the assigner filled (direct mode): adopted as the pane when
+    /// the store has none, else the smaller of the two is merged into the larger.
+    fn absorb(&mut self, sealed: SealedPane) {
+        let SealedPane {
+            pane: p,
+            rows: mut incoming,
+        } = sealed;
+        if incoming.keys.is_empty() {
+            give_back(&self.pool, incoming);
+            return;
+        }
+        if self.lateness > 0 {
+            for &k in &incoming.keys {
+                self.mark_dirty(p, k);
+            }
+        }
+        let Some(&i) = self.index.get(&p) else {
+            self.place(p, incoming);
+            return;
+        };
+        let ncols = self.ncols;
+        let m2 = self.want_m2;
+        let pane = &mut self.slab[i];
+        if pane.keys.len() * 2 < incoming.keys.len() {
+            // far more rows arrive than are held: index those and merge the few held ones in
+            std::mem::swap(pane, &mut incoming);
+            let idx = incoming.take_index();
+            pane.set_index(idx);
+        }
+        for (r, &key) in incoming.keys.iter().enumerate() {
+            let src = &incoming.cols[r * ncols..(r + 1) * ncols];
+            pane.add_row(key, incoming.count[r], src, ncols, m2);
+        }
+        give_back(&self.pool, incoming);
+    }
+
+    fn merge(&mut self, slot_key: &[u32], slot_pane: &[i64], partials: &Partials, range: std::ops::Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        if self.want_m2 {
+            self.merge_impl::<true>(slot_key, slot_pane, partials, range)
+        } else {
+            self.merge_impl::<false>(slot_key, slot_pane, partials, range)
+        }
+    }
+
+    fn merge_impl<const M2: bool>(
+        &mut self,
+        slot_key: &[u32],
+        slot_pane: &[i64],
+        partials: &Partials,
+        range: std::ops::Range<usize>,
+    ) {
         let ncols = self.ncols;
         // Slots alternate between a few panes; remember the last ones.
         let mut cache: [(i64, usize); 4] = [(i64::MIN, 0); 4];
         let mut next = 0;
         for s in range {
-            let p = plan.slot_pane[s];
+            let p = slot_pane[s];
             let pi = match cache.iter().find(|c| c.0 == p) {
                 Some(c) => c.1,
                 None => {
@@ -447,33 +853,10 @@ impl PaneStore {
                     i
                 }
             };
-            let key = plan.slot_key[s];
-            let pn = &mut self.slab[pi];
-            let k = key as usize;
-            if k >= pn.index.len() {
-                pn.index.resize((k + 1).max(pn.index.len() * 2), NONE);
-            }
-            let r = pn.index[k];
-            if r == NONE {
-                pn.index[k] = pn.keys.len() as u32;
-                pn.keys.push(key);
-                pn.count.push(partials.count[s]);
-                for c in partials.slot(s) {
-                    pn.cols.push(*c);
-                }
-            } else {
-                let r = r as usize;
-                pn.count[r] += partials.count[s];
-                combine_row::<M2>(&mut pn.cols[r * ncols..(r + 1) * ncols], partials.slot(s));
-            }
+            let key = slot_key[s];
+            self.slab[pi].add_row(key, partials.count[s], partials.slot(s), ncols, M2);
             if self.lateness > 0 {
-                let start = self.layout.pane_start(p);
-                for ws in self.layout.windows_of(start) {
-                    let end = ws + self.layout.size;
-                    if end - 1 <= self.wm && cleanup_time(end, self.lateness) > self.wm {
-                        self.dirty.insert((ws, key));
-                    }
-                }
+                self.mark_dirty(p, key);
             }
         }
     }
@@ -546,7 +929,9 @@ impl PaneStore {
                 break;
             }
             self.index.remove(&p);
-            self.slab[i].reset();
+            let mut pane = std::mem::take(&mut self.slab[i]);
+            keep(&mut self.indexes, pane.take_index());
+            give_back(&self.pool, pane);
             self.free.push(i);
         }
     }
@@ -718,7 +1103,7 @@ mod tests {
         let (mut slots, mut late, mut plan) = (vec![], vec![], PanePlan::default());
         let mut out = vec![];
         for (t, k) in ts.chunks(batch).zip(keys.chunks(batch)) {
-            a.assign(t, k, 8, &mut slots, &mut late, &mut plan);
+            a.assign(t, k, &[], 8, &mut slots, &mut late, &mut plan);
             assert!(late.is_empty());
             // each event's slot must name its own key and pane
             for (i, &s) in slots.iter().enumerate() {
@@ -745,5 +1130,128 @@ mod tests {
         for start in 1..=12 {
             assert_eq!(slots_of(&ts, &keys, 1000, start), far, "stamps {start} below the wrap");
         }
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+    use crate::backend::AggBackend;
+    use crate::backend::reference::ReferenceBackend;
+    use crate::batch::{KeyDict, KeyKind};
+
+    /// Disordered events with stragglers far behind the watermark, integer values (sums are
+    /// exact in any order), keys whose ids are not in value order.
+    fn data(n: usize) -> (Vec<i64>, Vec<u32>, Vec<Vec<f64>>, KeyOrder) {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut dict = KeyDict::new(KeyKind::Int);
+        let (mut ts, mut keys, mut v0, mut v1) = (vec![], vec![], vec![], vec![]);
+        for i in 0..n {
+            let r = next();
+            let behind = if r % 50 == 0 {
+                200 + (r >> 8) % 400
+            } else {
+                (r >> 8) % 60
+            };
+            ts.push(i as i64 - 300 - behind as i64);
+            keys.push(dict.encode_int(100 - ((r >> 20) % 23) as i64).unwrap());
+            v0.push(((r >> 30) % 1000) as f64 - 500.0);
+            v1.push(if r % 7 == 0 {
+                crate::agg::null_value()
+            } else {
+                ((r >> 40) % 100) as f64
+            });
+        }
+        let mut order = KeyOrder::default();
+        order.update(dict.values());
+        (ts, keys, vec![v0, v1], order)
+    }
+
+    fn run(layout: PaneLayout, lateness: i64, batch: usize, direct: bool, m2: bool) -> WindowRows {
+        let (ts, keys, values, order) = data(6000);
+        let nk = order.len();
+        let mut a = PaneAssigner::new(layout, 50, lateness);
+        let mut s = PaneStore::new(layout, lateness, 2, m2);
+        if direct {
+            let pool = PanePool::default();
+            s.share_pool(pool.clone());
+            a.reduce_in_place(2, m2, pool);
+        }
+        let (mut slots, mut late, mut plan, mut parts) = (vec![], vec![], PanePlan::default(), Partials::default());
+        let mut out = WindowRows::new(2);
+        for lo in (0..ts.len()).step_by(batch) {
+            let hi = (lo + batch).min(ts.len());
+            let vals: Vec<Vec<f64>> = values.iter().map(|v| v[lo..hi].to_vec()).collect();
+            a.assign(&ts[lo..hi], &keys[lo..hi], &vals, nk, &mut slots, &mut late, &mut plan);
+            let sb = crate::backend::SlotBatch {
+                slots: &slots,
+                values: &vals,
+                num_slots: plan.num_slots(),
+                want_m2: m2,
+            };
+            ReferenceBackend.reduce(&sb, 2, &mut parts).unwrap();
+            s.apply(&mut plan, &parts, &order, &mut out);
+        }
+        a.finish(&mut plan);
+        s.apply(&mut plan, &Partials::default(), &order, &mut out);
+        out
+    }
+
+    #[test]
+    fn direct_mode_emits_the_rows_of_the_slot_path() {
+        for layout in [
+            PaneLayout::new(100, 100, 0),
+            PaneLayout::new(300, 100, 0),
+            PaneLayout::new(250, 100, 30),
+        ] {
+            for lateness in [0, 120] {
+                for batch in [1, 37, 1000, 6000] {
+                    for m2 in [false, true] {
+                        let want = run(layout, lateness, batch, false, m2);
+                        let got = run(layout, lateness, batch, true, m2);
+                        let what = format!("{layout:?} lateness {lateness} batch {batch} m2 {m2}");
+                        assert!(want.len() > 100, "{what}: too few rows to compare");
+                        if lateness == 0 {
+                            // one firing per window: every row the same, in the same order
+                            assert_eq!(final_rows(&got, m2).len(), got.len(), "{what}");
+                            assert_eq!(got.key, want.key, "{what}");
+                            assert_eq!(got.start, want.start, "{what}");
+                        }
+                        // Within the allowed lateness the slot path's tumbling windows take a
+                        // batch's updates into their first firing, the direct mode into a
+                        // revision (as a batch of one event does): the last revisions agree.
+                        assert_eq!(final_rows(&got, m2), final_rows(&want, m2), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last revision of every `(key, start)` window: end, count, and partials (m2 rounded).
+    #[allow(clippy::type_complexity)]
+    fn final_rows(r: &WindowRows, m2: bool) -> BTreeMap<(u32, i64), (i64, u64, Vec<(u64, f64, u64, u64, i64)>)> {
+        let mut m = BTreeMap::new();
+        for i in 0..r.len() {
+            let cols = (0..r.ncols)
+                .map(|c| {
+                    let p = r.partial(i, c);
+                    (
+                        p.n,
+                        p.sum,
+                        p.min,
+                        p.max,
+                        if m2 { (p.m2 * 1e6).round() as i64 } else { 0 },
+                    )
+                })
+                .collect();
+            m.insert((r.key[i], r.start[i]), (r.end[i], r.count[i], cols));
+        }
+        m
     }
 }

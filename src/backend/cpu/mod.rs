@@ -101,6 +101,10 @@ impl AggBackend for CpuBackend {
         Ok(())
     }
 
+    fn reduces_in_place(&self) -> bool {
+        true
+    }
+
     fn stage_times(&self) -> StageTimes {
         self.times
     }
