@@ -119,6 +119,19 @@ impl WindowRows {
         }
     }
 
+    /// Completes rows `from..` whose `key`, `count` and `cols` were appended directly as the
+    /// first firing (revision 0, lineage 0) of window `[start, end)`.
+    pub fn close_firing(&mut self, from: usize, start: i64, end: i64) {
+        let len = self.key.len();
+        debug_assert_eq!(self.start.len(), from);
+        debug_assert_eq!(self.count.len(), len);
+        debug_assert_eq!(self.cols.len(), len * self.ncols);
+        self.start.resize(len, start);
+        self.end.resize(len, end);
+        self.revision.resize(len, 0);
+        self.lineage.resize(len, 0);
+    }
+
     /// The rows of `pieces` in order. A single piece is moved out; several are copied into one
     /// allocation per column and stay in `pieces` (their buffers can be filled again).
     pub fn concat(pieces: &mut Vec<WindowRows>, ncols: usize) -> WindowRows {

@@ -569,10 +569,16 @@ impl Pane {
         keys.order_ids(&mut scratch.keys, |k| index.get(k as usize).is_some_and(|&r| r != NONE));
         scratch.count.clear();
         scratch.cols.clear();
-        for &k in &scratch.keys {
-            let r = self.index[k as usize] as usize;
-            scratch.count.push(self.count[r]);
-            scratch.cols.extend_from_slice(&self.cols[r * ncols..(r + 1) * ncols]);
+        let index = &self.index;
+        let rows = || scratch.keys.iter().map(|&k| index[k as usize] as usize);
+        scratch.count.extend(rows().map(|r| self.count[r]));
+        if ncols == 1 {
+            // one partial per row: a plain gather (a slice copy per row costs a memcpy call)
+            scratch.cols.extend(rows().map(|r| self.cols[r]));
+        } else {
+            for r in rows() {
+                scratch.cols.extend_from_slice(&self.cols[r * ncols..(r + 1) * ncols]);
+            }
         }
         for (r, &k) in scratch.keys.iter().enumerate() {
             self.index[k as usize] = r as u32;
@@ -648,6 +654,100 @@ struct Accumulator {
     scratch: PaneScratch,
 }
 
+/// Rows in key order (`key` ascending by [`KeyOrder`] rank): a merge of consecutive panes.
+#[derive(Clone, Debug, Default)]
+struct OrderedRows {
+    key: Vec<u32>,
+    count: Vec<u64>,
+    cols: Vec<ColPartial>,
+}
+
+impl OrderedRows {
+    fn clear(&mut self) {
+        self.key.clear();
+        self.count.clear();
+        self.cols.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.key.len()
+    }
+}
+
+/// Sliding windows from prefix and suffix merges (van Herk / Gil-Werman): pane indices are cut
+/// into blocks of `k` = panes per window, so a window that starts at pane `lo` inside block `b`
+/// is the merge of its block's *suffix* from `lo` and the *prefix* of block `b + 1` up to the
+/// window's last pane. Suffixes are built once per block, the prefix grows by one slide per
+/// window: about three merges per emitted row instead of `k`.
+#[derive(Clone, Debug, Default)]
+struct Sliding {
+    /// The block whose suffixes `suffix` holds.
+    suffix_block: Option<i64>,
+    /// `suffix[i]`: panes `b * k + i ..= b * k + k - 1`, in key order.
+    suffix: Vec<OrderedRows>,
+    /// The block whose prefix the accumulator holds, and the keys its ranks were taken for.
+    prefix_block: Option<(i64, usize)>,
+    /// The last pane merged into the prefix.
+    prefix_last: i64,
+    /// The prefix, indexed by key rank (count 0 = no row).
+    prefix: Accumulator,
+}
+
+/// Windows of at most this many panes use [`Sliding`]; longer ones merge their panes directly
+/// (suffixes of a block cost up to `k / 2` copies of its rows in memory).
+const MAX_SLIDING_PANES: i64 = 64;
+
+/// Appends one row of `ncols` partials.
+#[inline(always)]
+fn push_row(dst: &mut OrderedRows, key: u32, count: u64, cols: &[ColPartial]) {
+    dst.key.push(key);
+    dst.count.push(count);
+    if let [c] = cols {
+        dst.cols.push(*c);
+    } else {
+        dst.cols.extend_from_slice(cols);
+    }
+}
+
+/// Merges rows `a` (in key order) and `b` (in key order) into `dst`, rows of the same key
+/// combined.
+fn merge_ordered<const M2: bool>(
+    a: (&[u32], &[u64], &[ColPartial]),
+    b: &OrderedRows,
+    keys: &KeyOrder,
+    ncols: usize,
+    dst: &mut OrderedRows,
+) {
+    let (ak, ac, acols) = a;
+    let arow = |i: usize| &acols[i * ncols..(i + 1) * ncols];
+    let brow = |j: usize| &b.cols[j * ncols..(j + 1) * ncols];
+    dst.clear();
+    dst.key.reserve(ak.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < ak.len() && j < b.len() {
+        let (ra, rb) = (keys.rank(ak[i]), keys.rank(b.key[j]));
+        if ra < rb {
+            push_row(dst, ak[i], ac[i], arow(i));
+            i += 1;
+        } else if rb < ra {
+            push_row(dst, b.key[j], b.count[j], brow(j));
+            j += 1;
+        } else {
+            push_row(dst, ak[i], ac[i] + b.count[j], arow(i));
+            let at = dst.cols.len() - ncols;
+            combine_row::<M2>(&mut dst.cols[at..], brow(j));
+            i += 1;
+            j += 1;
+        }
+    }
+    for i in i..ak.len() {
+        push_row(dst, ak[i], ac[i], arow(i));
+    }
+    for j in j..b.len() {
+        push_row(dst, b.key[j], b.count[j], brow(j));
+    }
+}
+
 /// Buffers re-used when a pane is put in key order.
 #[derive(Clone, Debug, Default)]
 struct PaneScratch {
@@ -681,6 +781,9 @@ pub struct PaneStore {
     dirty: BTreeSet<(i64, u32)>,
     acc: Accumulator,
     order: Vec<u32>,
+    sliding: Sliding,
+    /// Windows of up to this many panes use `sliding` (a knob for the tests).
+    sliding_max: i64,
     /// Emptied panes, shared with a direct-mode assigner.
     pool: PanePool,
     /// Emptied indexes of purged panes.
@@ -703,6 +806,8 @@ impl PaneStore {
             dirty: BTreeSet::new(),
             acc: Accumulator::default(),
             order: vec![],
+            sliding: Sliding::default(),
+            sliding_max: MAX_SLIDING_PANES,
             pool: PanePool::default(),
             indexes: vec![],
         }
@@ -757,6 +862,7 @@ impl PaneStore {
 
     /// Puts `pane` (rows without an index) in the slab as pane `p` (not held yet), indexed.
     fn place(&mut self, p: i64, mut pane: Pane) -> usize {
+        self.changed(p);
         pane.set_index(take_index(&mut self.indexes, 0));
         let i = match self.free.pop() {
             Some(i) => {
@@ -804,6 +910,7 @@ impl PaneStore {
             self.place(p, incoming);
             return;
         };
+        self.changed(p);
         let ncols = self.ncols;
         let m2 = self.want_m2;
         let pane = &mut self.slab[i];
@@ -847,6 +954,7 @@ impl PaneStore {
             let pi = match cache.iter().find(|c| c.0 == p) {
                 Some(c) => c.1,
                 None => {
+                    self.changed(p);
                     let i = self.pane_slot(p);
                     cache[next] = (p, i);
                     next = (next + 1) % cache.len();
@@ -936,6 +1044,171 @@ impl PaneStore {
         }
     }
 
+    /// A pane of sliding windows changed: suffixes and prefixes that hold it are stale.
+    fn changed(&mut self, p: i64) {
+        let k = self.layout.panes_per_window();
+        let b = p.div_euclid(k);
+        let sl = &mut self.sliding;
+        if sl.suffix_block == Some(b) {
+            sl.suffix_block = None;
+        }
+        if sl.prefix_block.is_some_and(|(pb, _)| pb == b) && p <= sl.prefix_last {
+            sl.prefix_block = None;
+        }
+    }
+
+    /// The slab position of pane `p`, its rows put in key order first; `None` when it holds no
+    /// data.
+    fn ordered_pane(&mut self, p: i64, keys: &KeyOrder) -> Option<usize> {
+        let &pi = self.index.get(&p)?;
+        let pane = &mut self.slab[pi];
+        if pane.sorted != pane.keys.len() {
+            pane.sort_by_key_order(keys, self.ncols, &mut self.acc.scratch);
+        }
+        Some(pi)
+    }
+
+    /// Builds the suffixes of block `b` (of `k` panes) unless they are current.
+    fn build_suffixes<const M2: bool>(&mut self, b: i64, k: i64, keys: &KeyOrder) {
+        if self.sliding.suffix_block == Some(b) {
+            return;
+        }
+        let ncols = self.ncols;
+        self.sliding.suffix.resize_with(k as usize, OrderedRows::default);
+        let none = OrderedRows::default();
+        for i in (0..k as usize).rev() {
+            let mut dst = std::mem::take(&mut self.sliding.suffix[i]);
+            let pi = self.ordered_pane(b * k + i as i64, keys);
+            let next = self.sliding.suffix.get(i + 1).unwrap_or(&none);
+            match pi {
+                Some(pi) => {
+                    let pane = &self.slab[pi];
+                    merge_ordered::<M2>((&pane.keys, &pane.count, &pane.cols), next, keys, ncols, &mut dst);
+                }
+                None => merge_ordered::<M2>((&[], &[], &[]), next, keys, ncols, &mut dst),
+            }
+            self.sliding.suffix[i] = dst;
+        }
+        self.sliding.suffix_block = Some(b);
+    }
+
+    /// Grows the prefix of block `b` (of `k` panes) up to pane `last`.
+    fn advance_prefix<const M2: bool>(&mut self, b: i64, k: i64, last: i64, keys: &KeyOrder) {
+        let ncols = self.ncols;
+        let n = keys.len();
+        if self.sliding.prefix_block != Some((b, n)) {
+            let acc = &mut self.sliding.prefix;
+            for &r in &acc.touched {
+                let r = r as usize;
+                acc.count[r] = 0;
+                acc.cols[r * ncols..(r + 1) * ncols].fill(ColPartial::IDENTITY);
+            }
+            acc.touched.clear();
+            if acc.count.len() < n {
+                acc.count.resize(n, 0);
+                acc.cols.resize(n * ncols, ColPartial::IDENTITY);
+            }
+            self.sliding.prefix_block = Some((b, n));
+            self.sliding.prefix_last = b * k - 1;
+        }
+        for p in self.sliding.prefix_last + 1..=last {
+            let Some(pi) = self.ordered_pane(p, keys) else { continue };
+            let pane = &self.slab[pi];
+            let acc = &mut self.sliding.prefix;
+            for (r, &key) in pane.keys.iter().enumerate() {
+                let a = keys.rank(key) as usize;
+                let src = &pane.cols[r * ncols..(r + 1) * ncols];
+                let dst = &mut acc.cols[a * ncols..(a + 1) * ncols];
+                if acc.count[a] == 0 {
+                    acc.touched.push(a as u32);
+                    acc.count[a] = pane.count[r];
+                    dst.copy_from_slice(src);
+                } else {
+                    acc.count[a] += pane.count[r];
+                    combine_row::<M2>(dst, src);
+                }
+            }
+        }
+        self.sliding.prefix_last = self.sliding.prefix_last.max(last);
+    }
+
+    /// Fires sliding window `[start, end)` over panes `lo..=hi` from a suffix and a prefix.
+    fn fire_sliding<const M2: bool>(
+        &mut self,
+        start: i64,
+        end: i64,
+        lo: i64,
+        hi: i64,
+        keys: &KeyOrder,
+        out: &mut WindowRows,
+    ) {
+        let k = hi - lo + 1;
+        let b = lo.div_euclid(k);
+        self.build_suffixes::<M2>(b, k, keys);
+        let from = out.len();
+        let ncols = self.ncols;
+        if lo == b * k {
+            // the window is its block
+            let s = &self.sliding.suffix[0];
+            out.key.extend_from_slice(&s.key);
+            out.count.extend_from_slice(&s.count);
+            out.cols.extend_from_slice(&s.cols);
+        } else {
+            self.advance_prefix::<M2>(b + 1, k, hi, keys);
+            let s = &self.sliding.suffix[(lo - b * k) as usize];
+            let acc = &mut self.sliding.prefix;
+            let sorted = keys.sorted();
+            let n = keys.len();
+            let srank = |j: usize| s.key.get(j).map_or(u32::MAX, |&key| keys.rank(key));
+            let mut j = 0;
+            let emit = |out: &mut WindowRows, r: usize, j: &mut usize| {
+                let ac = acc.count[r];
+                let here = srank(*j) == r as u32;
+                if here {
+                    let sj = *j;
+                    *j += 1;
+                    out.key.push(s.key[sj]);
+                    out.count.push(s.count[sj] + ac);
+                    let at = out.cols.len();
+                    out.cols.extend_from_slice(&s.cols[sj * ncols..(sj + 1) * ncols]);
+                    if ac != 0 {
+                        combine_row::<M2>(&mut out.cols[at..], &acc.cols[r * ncols..(r + 1) * ncols]);
+                    }
+                } else if ac != 0 {
+                    out.key.push(sorted[r]);
+                    out.count.push(ac);
+                    out.cols.extend_from_slice(&acc.cols[r * ncols..(r + 1) * ncols]);
+                }
+            };
+            if (acc.touched.len() + s.len()) * 8 >= n {
+                // most keys have a row: walk every rank
+                for r in 0..n {
+                    emit(out, r, &mut j);
+                }
+            } else {
+                // few rows: the prefix's ranks in order, merged with the suffix's
+                let mut touched = std::mem::take(&mut acc.touched);
+                touched.sort_unstable();
+                for &r in &touched {
+                    while srank(j) < r {
+                        emit(out, srank(j) as usize, &mut j);
+                    }
+                    emit(out, r as usize, &mut j);
+                }
+                while j < s.len() {
+                    emit(out, srank(j) as usize, &mut j);
+                }
+                self.sliding.prefix.touched = touched;
+            }
+        }
+        out.close_firing(from, start, end);
+        if self.lateness > 0 {
+            for &key in &out.key[from..] {
+                self.fired.insert((start, key), 0);
+            }
+        }
+    }
+
     /// With allowed lateness, records the first firing of window `start` for the keys in
     /// `self.order`, so that late updates emit the next revision.
     fn remember_fired(&mut self, start: i64) {
@@ -966,6 +1239,14 @@ impl PaneStore {
                 index[k as usize] as usize
             });
             self.remember_fired(start);
+            return;
+        }
+        if hi - lo + 1 >= 3 && hi - lo < self.sliding_max {
+            if self.want_m2 {
+                self.fire_sliding::<true>(start, end, lo, hi, keys, out);
+            } else {
+                self.fire_sliding::<false>(start, end, lo, hi, keys, out);
+            }
             return;
         }
         let dense = if self.want_m2 {
@@ -1142,7 +1423,7 @@ mod direct_tests {
 
     /// Disordered events with stragglers far behind the watermark, integer values (sums are
     /// exact in any order), keys whose ids are not in value order.
-    fn data(n: usize) -> (Vec<i64>, Vec<u32>, Vec<Vec<f64>>, KeyOrder) {
+    fn data(n: usize, nkeys: u64) -> (Vec<i64>, Vec<u32>, Vec<Vec<f64>>, KeyOrder) {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = || {
             x ^= x << 13;
@@ -1160,7 +1441,9 @@ mod direct_tests {
                 (r >> 8) % 60
             };
             ts.push(i as i64 - 300 - behind as i64);
-            keys.push(dict.encode_int(100 - ((r >> 20) % 23) as i64).unwrap());
+            // new keys keep arriving (their ranks fall between the old ones')
+            let k = (r >> 20) % nkeys.min(5 + i as u64);
+            keys.push(dict.encode_int(((k * 7919) % 1_000_003) as i64).unwrap());
             v0.push(((r >> 30) % 1000) as f64 - 500.0);
             v1.push(if r % 7 == 0 {
                 crate::agg::null_value()
@@ -1174,10 +1457,25 @@ mod direct_tests {
     }
 
     fn run(layout: PaneLayout, lateness: i64, batch: usize, direct: bool, m2: bool) -> WindowRows {
-        let (ts, keys, values, order) = data(6000);
+        run_with(layout, lateness, batch, direct, m2, 23, true)
+    }
+
+    fn run_with(
+        layout: PaneLayout,
+        lateness: i64,
+        batch: usize,
+        direct: bool,
+        m2: bool,
+        nkeys: u64,
+        sliding: bool,
+    ) -> WindowRows {
+        let (ts, keys, values, order) = data(6000, nkeys);
         let nk = order.len();
         let mut a = PaneAssigner::new(layout, 50, lateness);
         let mut s = PaneStore::new(layout, lateness, 2, m2);
+        if !sliding {
+            s.sliding_max = 0;
+        }
         if direct {
             let pool = PanePool::default();
             s.share_pool(pool.clone());
@@ -1227,6 +1525,34 @@ mod direct_tests {
                         // batch's updates into their first firing, the direct mode into a
                         // revision (as a batch of one event does): the last revisions agree.
                         assert_eq!(final_rows(&got, m2), final_rows(&want, m2), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sliding_prefixes_and_suffixes_equal_merging_every_pane() {
+        // 23 keys: dense windows (every rank walked); thousands: sparse ones (ranks sorted)
+        for nkeys in [23, 50_000] {
+            for layout in [
+                PaneLayout::new(300, 100, 0),
+                PaneLayout::new(250, 100, 30),
+                PaneLayout::new(700, 100, 0),
+            ] {
+                for lateness in [0, 120] {
+                    for batch in [1, 37, 6000] {
+                        for m2 in [false, true] {
+                            let want = run_with(layout, lateness, batch, true, m2, nkeys, false);
+                            let got = run_with(layout, lateness, batch, true, m2, nkeys, true);
+                            let what = format!("{nkeys} keys {layout:?} lateness {lateness} batch {batch} m2 {m2}");
+                            assert!(want.len() > 100, "{what}: too few rows to compare");
+                            // the same rows in the same order, revisions included
+                            assert_eq!(got.key, want.key, "{what}");
+                            assert_eq!(got.start, want.start, "{what}");
+                            assert_eq!(got.revision, want.revision, "{what}");
+                            assert_eq!(final_rows(&got, m2), final_rows(&want, m2), "{what}");
+                        }
                     }
                 }
             }
