@@ -601,7 +601,7 @@ impl Pane {
             self.index[k] = self.keys.len() as u32;
             self.keys.push(key);
             self.count.push(count);
-            self.cols.extend_from_slice(cols);
+            extend_cols(&mut self.cols, cols);
         } else {
             let r = r as usize;
             self.count[r] += count;
@@ -654,23 +654,23 @@ struct Accumulator {
     scratch: PaneScratch,
 }
 
-/// Rows in key order (`key` ascending by [`KeyOrder`] rank): a merge of consecutive panes.
+/// Rows in key order, by [`KeyOrder`] rank (ascending): a merge of consecutive panes.
 #[derive(Clone, Debug, Default)]
 struct OrderedRows {
-    key: Vec<u32>,
+    rank: Vec<u32>,
     count: Vec<u64>,
     cols: Vec<ColPartial>,
 }
 
 impl OrderedRows {
     fn clear(&mut self) {
-        self.key.clear();
+        self.rank.clear();
         self.count.clear();
         self.cols.clear();
     }
 
     fn len(&self) -> usize {
-        self.key.len()
+        self.rank.len()
     }
 }
 
@@ -681,8 +681,8 @@ impl OrderedRows {
 /// window: about three merges per emitted row instead of `k`.
 #[derive(Clone, Debug, Default)]
 struct Sliding {
-    /// The block whose suffixes `suffix` holds.
-    suffix_block: Option<i64>,
+    /// The block whose suffixes `suffix` holds, and the keys their ranks were taken for.
+    suffix_block: Option<(i64, usize)>,
     /// `suffix[i]`: panes `b * k + i ..= b * k + k - 1`, in key order.
     suffix: Vec<OrderedRows>,
     /// The block whose prefix the accumulator holds, and the keys its ranks were taken for.
@@ -697,19 +697,25 @@ struct Sliding {
 /// (suffixes of a block cost up to `k / 2` copies of its rows in memory).
 const MAX_SLIDING_PANES: i64 = 64;
 
-/// Appends one row of `ncols` partials.
+/// Appends one row's partials (one column: a plain push, not a `memcpy` call).
 #[inline(always)]
-fn push_row(dst: &mut OrderedRows, key: u32, count: u64, cols: &[ColPartial]) {
-    dst.key.push(key);
-    dst.count.push(count);
+fn extend_cols(dst: &mut Vec<ColPartial>, cols: &[ColPartial]) {
     if let [c] = cols {
-        dst.cols.push(*c);
+        dst.push(*c);
     } else {
-        dst.cols.extend_from_slice(cols);
+        dst.extend_from_slice(cols);
     }
 }
 
-/// Merges rows `a` (in key order) and `b` (in key order) into `dst`, rows of the same key
+/// Appends one row of `ncols` partials.
+#[inline(always)]
+fn push_row(dst: &mut OrderedRows, rank: u32, count: u64, cols: &[ColPartial]) {
+    dst.rank.push(rank);
+    dst.count.push(count);
+    extend_cols(&mut dst.cols, cols);
+}
+
+/// Merges the rows of pane `a` (in key order) and rows `b` into `dst`, rows of the same key
 /// combined.
 fn merge_ordered<const M2: bool>(
     a: (&[u32], &[u64], &[ColPartial]),
@@ -722,18 +728,21 @@ fn merge_ordered<const M2: bool>(
     let arow = |i: usize| &acols[i * ncols..(i + 1) * ncols];
     let brow = |j: usize| &b.cols[j * ncols..(j + 1) * ncols];
     dst.clear();
-    dst.key.reserve(ak.len().max(b.len()));
+    let most = ak.len() + b.len();
+    dst.rank.reserve(most);
+    dst.count.reserve(most);
+    dst.cols.reserve(most * ncols);
     let (mut i, mut j) = (0, 0);
     while i < ak.len() && j < b.len() {
-        let (ra, rb) = (keys.rank(ak[i]), keys.rank(b.key[j]));
+        let (ra, rb) = (keys.rank(ak[i]), b.rank[j]);
         if ra < rb {
-            push_row(dst, ak[i], ac[i], arow(i));
+            push_row(dst, ra, ac[i], arow(i));
             i += 1;
         } else if rb < ra {
-            push_row(dst, b.key[j], b.count[j], brow(j));
+            push_row(dst, rb, b.count[j], brow(j));
             j += 1;
         } else {
-            push_row(dst, ak[i], ac[i] + b.count[j], arow(i));
+            push_row(dst, ra, ac[i] + b.count[j], arow(i));
             let at = dst.cols.len() - ncols;
             combine_row::<M2>(&mut dst.cols[at..], brow(j));
             i += 1;
@@ -741,10 +750,41 @@ fn merge_ordered<const M2: bool>(
         }
     }
     for i in i..ak.len() {
-        push_row(dst, ak[i], ac[i], arow(i));
+        push_row(dst, keys.rank(ak[i]), ac[i], arow(i));
     }
     for j in j..b.len() {
-        push_row(dst, b.key[j], b.count[j], brow(j));
+        push_row(dst, b.rank[j], b.count[j], brow(j));
+    }
+}
+
+/// Appends the row of rank `r` of a sliding window: suffix row `s[*j]` when it has rank `r`
+/// (then `*j` moves on), merged with the prefix's row `r` when that has events.
+#[inline(always)]
+fn emit_sliding<const M2: bool>(
+    out: &mut WindowRows,
+    r: usize,
+    s: &OrderedRows,
+    j: &mut usize,
+    acc: &Accumulator,
+    sorted: &[u32],
+    ncols: usize,
+) {
+    let ac = acc.count[r];
+    let arow = &acc.cols[r * ncols..(r + 1) * ncols];
+    if s.rank.get(*j) == Some(&(r as u32)) {
+        let sj = *j;
+        *j += 1;
+        out.key.push(sorted[r]);
+        out.count.push(s.count[sj] + ac);
+        let at = out.cols.len();
+        extend_cols(&mut out.cols, &s.cols[sj * ncols..(sj + 1) * ncols]);
+        if ac != 0 {
+            combine_row::<M2>(&mut out.cols[at..], arow);
+        }
+    } else if ac != 0 {
+        out.key.push(sorted[r]);
+        out.count.push(ac);
+        extend_cols(&mut out.cols, arow);
     }
 }
 
@@ -1049,7 +1089,7 @@ impl PaneStore {
         let k = self.layout.panes_per_window();
         let b = p.div_euclid(k);
         let sl = &mut self.sliding;
-        if sl.suffix_block == Some(b) {
+        if sl.suffix_block.is_some_and(|(sb, _)| sb == b) {
             sl.suffix_block = None;
         }
         if sl.prefix_block.is_some_and(|(pb, _)| pb == b) && p <= sl.prefix_last {
@@ -1070,7 +1110,7 @@ impl PaneStore {
 
     /// Builds the suffixes of block `b` (of `k` panes) unless they are current.
     fn build_suffixes<const M2: bool>(&mut self, b: i64, k: i64, keys: &KeyOrder) {
-        if self.sliding.suffix_block == Some(b) {
+        if self.sliding.suffix_block == Some((b, keys.len())) {
             return;
         }
         let ncols = self.ncols;
@@ -1089,7 +1129,7 @@ impl PaneStore {
             }
             self.sliding.suffix[i] = dst;
         }
-        self.sliding.suffix_block = Some(b);
+        self.sliding.suffix_block = Some((b, keys.len()));
     }
 
     /// Grows the prefix of block `b` (of `k` panes) up to pane `last`.
@@ -1147,58 +1187,42 @@ impl PaneStore {
         self.build_suffixes::<M2>(b, k, keys);
         let from = out.len();
         let ncols = self.ncols;
+        let sorted = keys.sorted();
         if lo == b * k {
             // the window is its block
             let s = &self.sliding.suffix[0];
-            out.key.extend_from_slice(&s.key);
+            out.key.extend(s.rank.iter().map(|&r| sorted[r as usize]));
             out.count.extend_from_slice(&s.count);
             out.cols.extend_from_slice(&s.cols);
         } else {
             self.advance_prefix::<M2>(b + 1, k, hi, keys);
             let s = &self.sliding.suffix[(lo - b * k) as usize];
             let acc = &mut self.sliding.prefix;
-            let sorted = keys.sorted();
             let n = keys.len();
-            let srank = |j: usize| s.key.get(j).map_or(u32::MAX, |&key| keys.rank(key));
+            let most = acc.touched.len() + s.len();
+            out.key.reserve(most);
+            out.count.reserve(most);
+            out.cols.reserve(most * ncols);
             let mut j = 0;
-            let emit = |out: &mut WindowRows, r: usize, j: &mut usize| {
-                let ac = acc.count[r];
-                let here = srank(*j) == r as u32;
-                if here {
-                    let sj = *j;
-                    *j += 1;
-                    out.key.push(s.key[sj]);
-                    out.count.push(s.count[sj] + ac);
-                    let at = out.cols.len();
-                    out.cols.extend_from_slice(&s.cols[sj * ncols..(sj + 1) * ncols]);
-                    if ac != 0 {
-                        combine_row::<M2>(&mut out.cols[at..], &acc.cols[r * ncols..(r + 1) * ncols]);
-                    }
-                } else if ac != 0 {
-                    out.key.push(sorted[r]);
-                    out.count.push(ac);
-                    out.cols.extend_from_slice(&acc.cols[r * ncols..(r + 1) * ncols]);
-                }
-            };
-            if (acc.touched.len() + s.len()) * 8 >= n {
+            if most * 8 >= n {
                 // most keys have a row: walk every rank
                 for r in 0..n {
-                    emit(out, r, &mut j);
+                    emit_sliding::<M2>(out, r, s, &mut j, acc, sorted, ncols);
                 }
             } else {
                 // few rows: the prefix's ranks in order, merged with the suffix's
                 let mut touched = std::mem::take(&mut acc.touched);
                 touched.sort_unstable();
                 for &r in &touched {
-                    while srank(j) < r {
-                        emit(out, srank(j) as usize, &mut j);
+                    while j < s.len() && s.rank[j] < r {
+                        emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
                     }
-                    emit(out, r as usize, &mut j);
+                    emit_sliding::<M2>(out, r as usize, s, &mut j, acc, sorted, ncols);
                 }
                 while j < s.len() {
-                    emit(out, srank(j) as usize, &mut j);
+                    emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
                 }
-                self.sliding.prefix.touched = touched;
+                acc.touched = touched;
             }
         }
         out.close_firing(from, start, end);
