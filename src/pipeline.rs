@@ -738,6 +738,7 @@ impl Pipeline {
             )
         });
         self.late_idx.clear();
+        self.assigner.note_keys(self.dict.values());
         self.assigner.assign(
             &batch.ts,
             &batch.keys,

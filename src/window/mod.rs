@@ -153,6 +153,14 @@ impl Assigner {
         }
     }
 
+    /// Brings the assigner's view of the key order up to date (call before assigning a batch
+    /// whose keys `keys` encodes; only the direct mode of sliding windows keeps one).
+    pub fn note_keys(&mut self, keys: &crate::batch::KeyValues) {
+        if let Assigner::Panes(a) = self {
+            a.note_keys(keys);
+        }
+    }
+
     /// `(key, pane)` states the assigner itself holds (direct mode: panes it is filling).
     pub fn open_states(&self) -> usize {
         match self {

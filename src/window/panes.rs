@@ -152,6 +152,10 @@ struct Direct {
     pool: PanePool,
     /// Emptied indexes of sealed panes.
     indexes: Vec<Vec<u32>>,
+    /// Sliding windows: the key order sealed panes are put in (the store merges panes in key
+    /// order; sorting them here moves that work off the store's thread).
+    order: Option<KeyOrder>,
+    scratch: PaneScratch,
 }
 
 impl Direct {
@@ -161,10 +165,19 @@ impl Direct {
         while i < self.live.len() {
             if self.live[i].fires <= w {
                 let mut lp = self.live.swap_remove(i);
-                for &k in &lp.rows.keys {
-                    lp.index[k as usize] = NONE;
+                match &self.order {
+                    Some(order) if !lp.rows.keys.is_empty() => {
+                        lp.rows.index = std::mem::take(&mut lp.index);
+                        lp.rows.sort_by_key_order(order, self.ncols, &mut self.scratch);
+                        keep(&mut self.indexes, lp.rows.take_index());
+                    }
+                    _ => {
+                        for &k in &lp.rows.keys {
+                            lp.index[k as usize] = NONE;
+                        }
+                        keep(&mut self.indexes, lp.index);
+                    }
                 }
-                keep(&mut self.indexes, lp.index);
                 if lp.rows.keys.is_empty() {
                     give_back(&self.pool, lp.rows);
                 } else {
@@ -253,7 +266,17 @@ impl PaneAssigner {
             live: vec![],
             pool,
             indexes: vec![],
+            order: (self.layout.slide != self.layout.size).then(KeyOrder::default),
+            scratch: PaneScratch::default(),
         });
+    }
+
+    /// Brings the key order up to date with `keys` before a batch whose keys they encode (direct
+    /// mode with sliding windows, which seals panes in key order; a no-op otherwise).
+    pub fn note_keys(&mut self, keys: &crate::batch::KeyValues) {
+        if let Some(Direct { order: Some(o), .. }) = &mut self.direct {
+            o.update(keys);
+        }
     }
 
     /// `(key, pane)` states held in panes the assigner is filling (direct mode; 0 otherwise).
