@@ -223,16 +223,21 @@ fn deliver(out_tx: &mpsc::Sender<Result<StreamOutput>>, p: &Pipeline, output: Ou
 }
 
 /// The driver loop, on a blocking thread.
+///
+/// Whenever it stops early, the input channel is closed before the output channel ends, so a
+/// consumer that has seen the end of the output can rely on further sends failing.
 fn drive(mut p: Pipeline, mut in_rx: mpsc::Receiver<Input>, out_tx: mpsc::Sender<Result<StreamOutput>>) {
     while let Some(input) = in_rx.blocking_recv() {
         let res = push(&mut p, input).and_then(|()| p.poll());
         match res {
             Ok(out) => {
                 if !deliver(&out_tx, &p, out) {
+                    in_rx.close();
                     return; // the consumer is gone
                 }
             }
             Err(e) => {
+                in_rx.close();
                 // Deliver what was computed before the error, then the error.
                 if let Ok(out) = p.flush() {
                     deliver(&out_tx, &p, out);
