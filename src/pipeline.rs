@@ -23,8 +23,11 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Default micro-batch size (events).
-pub const DEFAULT_BATCH_SIZE: usize = 1 << 18;
+/// Default micro-batch size (events) on the CPU. A batch's columns (~20 bytes an event) and the
+/// pane rows it touches stay in the caches, and the window store's thread gets work in smaller
+/// steps: on 2 cores 65,536 events ran tumbling windows ~20% faster than 262,144, sliding ~20%
+/// and session windows ~50% (`fenestra bench`, interleaved runs).
+pub const DEFAULT_BATCH_SIZE: usize = 1 << 16;
 
 /// Everything that defines a pipeline. Built with [`Pipeline::builder`].
 #[derive(Clone, Debug, PartialEq)]

@@ -107,7 +107,7 @@ struct RunArgs {
     /// auto | cpu | gpu | reference.
     #[arg(long, default_value = "auto")]
     backend: String,
-    /// Events per micro-batch [default: chosen by the backend: 262144 on the CPU; on a GPU the
+    /// Events per micro-batch [default: chosen by the backend: 65536 on the CPU; on a GPU the
     /// smallest size whose fixed submit/read-back cost stays under 10% of the batch time]
     #[arg(long = "batch-size")]
     batch_size: Option<usize>,
@@ -198,7 +198,7 @@ struct BenchArgs {
     /// Watermark delay (default: the disorder).
     #[arg(long = "watermark-delay")]
     watermark_delay: Option<String>,
-    /// Events per micro-batch [default: chosen by the backend: 262144 on the CPU; on a GPU the
+    /// Events per micro-batch [default: chosen by the backend: 65536 on the CPU; on a GPU the
     /// smallest size whose fixed submit/read-back cost stays under 10% of the batch time]
     #[arg(long = "batch-size")]
     batch_size: Option<usize>,
