@@ -167,20 +167,12 @@ impl Direct {
         while i < self.live.len() {
             if self.live[i].fires <= w {
                 let mut lp = self.live.swap_remove(i);
-                match &self.order {
-                    // (an order that does not cover every key leaves the sort to the store)
-                    Some(order) if !lp.rows.keys.is_empty() && order.len() >= self.num_keys => {
-                        lp.rows.index = std::mem::take(&mut lp.index);
-                        lp.rows.sort_by_key_order(order, self.ncols, &mut self.scratch);
-                        keep(&mut self.indexes, lp.rows.take_index());
-                    }
-                    _ => {
-                        for &k in &lp.rows.keys {
-                            lp.index[k as usize] = NONE;
-                        }
-                        keep(&mut self.indexes, lp.index);
-                    }
+                lp.rows.index = std::mem::take(&mut lp.index);
+                // (an order that does not cover every key leaves the sort to the store)
+                if let Some(order) = self.order.as_ref().filter(|o| o.len() >= self.num_keys) {
+                    lp.rows.sort_by_key_order(order, self.ncols, &mut self.scratch);
                 }
+                keep(&mut self.indexes, lp.rows.take_index());
                 if lp.rows.keys.is_empty() {
                     give_back(&self.pool, lp.rows);
                 } else {
