@@ -545,8 +545,9 @@ struct ParquetOut<W: std::io::Write> {
     writer: polars_parquet::write::FileWriter<W>,
     fields: Vec<polars_parquet::write::ParquetType>,
     encodings: Vec<Vec<polars_parquet::write::Encoding>>,
-    /// Encoding cost per value of each column (for splitting a row group between the threads).
-    widths: Vec<usize>,
+    /// Columns `..split` are encoded on the writer thread, `split..` on a second one: about half
+    /// the work each.
+    split: usize,
     options: polars_parquet::write::WriteOptions,
 }
 
@@ -557,27 +558,31 @@ impl<W: std::io::Write> ParquetOut<W> {
         };
         let arrow = polars::io::schema_to_arrow_checked(schema, CompatLevel::newest(), "parquet")?;
         let parquet_schema = to_parquet_schema(&arrow)?;
-        let (mut encodings, mut widths) = (vec![], vec![]);
+        use polars_arrow::datatypes::ArrowDataType as T;
+        let (mut encodings, mut weights) = (vec![], vec![]);
         for f in arrow.iter_values() {
-            let float = matches!(
-                f.dtype,
-                polars_arrow::datatypes::ArrowDataType::Float32 | polars_arrow::datatypes::ArrowDataType::Float64
-            );
-            encodings.push(if float {
-                vec![Encoding::Plain]
-            } else {
-                get_dtype_encoding(&f.dtype)
-            });
-            // plain floats go through the compressor in full: twice the weight of their bytes
-            widths.push(match &f.dtype {
-                polars_arrow::datatypes::ArrowDataType::Float64 => 16,
-                polars_arrow::datatypes::ArrowDataType::Float32 => 8,
-                polars_arrow::datatypes::ArrowDataType::Int64 | polars_arrow::datatypes::ArrowDataType::UInt64 => 8,
-                polars_arrow::datatypes::ArrowDataType::Utf8View
-                | polars_arrow::datatypes::ArrowDataType::BinaryView => 16,
-                _ => 4,
-            });
+            // encoding cost per value: plain floats go through the compressor in full, twice
+            // the weight of their bytes
+            let (encoding, weight) = match &f.dtype {
+                T::Float64 => (vec![Encoding::Plain], 16),
+                T::Float32 => (vec![Encoding::Plain], 8),
+                T::Int64 | T::UInt64 => (get_dtype_encoding(&f.dtype), 8),
+                T::Utf8View | T::BinaryView => (get_dtype_encoding(&f.dtype), 16),
+                _ => (get_dtype_encoding(&f.dtype), 4),
+            };
+            encodings.push(encoding);
+            weights.push(weight);
         }
+        // the first column whose weight would take the prefix past half (never the first)
+        let total: usize = weights.iter().sum();
+        let mut acc = 0;
+        let split = weights
+            .iter()
+            .position(|w| {
+                acc += w;
+                2 * acc > total
+            })
+            .map_or(weights.len(), |i| i.max(1));
         let options = WriteOptions {
             statistics: StatisticsOptions::default(),
             compression: compression.parquet().into(),
@@ -589,7 +594,7 @@ impl<W: std::io::Write> ParquetOut<W> {
             writer: FileWriter::new_with_parquet_schema(w, arrow, parquet_schema, options),
             fields,
             encodings,
-            widths,
+            split,
             options,
         })
     }
@@ -605,17 +610,7 @@ impl<W: std::io::Write> ParquetOut<W> {
                 continue;
             }
             let cols = batch.columns();
-            // Columns to two threads, about half the work each: a prefix and the rest.
-            let total: usize = self.widths.iter().sum();
-            let (mut acc, mut split) = (0, cols.len());
-            for (i, w) in self.widths.iter().enumerate() {
-                if 2 * (acc + w) > total {
-                    split = i.max(1);
-                    break;
-                }
-                acc += w;
-            }
-            let (fields, encodings, options) = (&self.fields, &self.encodings, self.options);
+            let (fields, encodings, options, split) = (&self.fields, &self.encodings, self.options, self.split);
             let encode = |range: std::ops::Range<usize>| -> PolarsResult<Vec<Vec<CompressedPage>>> {
                 let mut out = vec![];
                 for i in range {
@@ -629,7 +624,7 @@ impl<W: std::io::Write> ParquetOut<W> {
                 }
                 Ok(out)
             };
-            let (first, second) = if split == 0 || split >= cols.len() {
+            let (first, second) = if split >= cols.len() {
                 (encode(0..cols.len()), Ok(vec![]))
             } else {
                 std::thread::scope(|s| {
