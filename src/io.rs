@@ -505,10 +505,15 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
         let werr = |e: PolarsError| Error::Polars(format!("writing '{}': {e}", path.display()));
         match format {
             Format::Parquet => {
-                ParquetWriter::new(&mut w)
-                    .with_compression(compression.parquet())
-                    .finish(df)
-                    .map_err(werr)?;
+                // the same encoder and row groups as the streamed window output
+                let mut out = ParquetOut::new(&mut w, df.schema(), compression).map_err(werr)?;
+                for (at, len) in row_groups(df.height()) {
+                    let mut part = df.slice(at as i64, len);
+                    // one row group per slice, however many pieces the frame was stacked from
+                    part.rechunk_mut();
+                    out.write(&part).map_err(werr)?;
+                }
+                out.finish().map_err(werr)?;
             }
             Format::Csv => CsvWriter::new(&mut w).include_header(true).finish(df).map_err(werr)?,
         }
@@ -652,6 +657,21 @@ impl<W: std::io::Write> ParquetOut<W> {
     fn finish(&mut self) -> PolarsResult<u64> {
         self.writer.end(None)
     }
+}
+
+/// `(first row, rows)` of the row groups `rows` rows are written in: [`RowFileWriter::ROW_GROUP`]
+/// rows each, a short tail joining the group before it (so a group holds up to twice that).
+fn row_groups(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    let g = RowFileWriter::ROW_GROUP;
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= rows {
+            return None;
+        }
+        let len = if rows - at < 2 * g { rows - at } else { g };
+        at += len;
+        Some((at - len, len))
+    })
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -1348,24 +1368,12 @@ impl RowFileWriter {
                                 ),
                             };
                         }
-                        let h = df.height();
-                        let mut at = 0;
-                        // Row groups of ROW_GROUP rows; a short tail joins the group before it.
-                        loop {
-                            let len = if h - at < 2 * Self::ROW_GROUP {
-                                h - at
-                            } else {
-                                Self::ROW_GROUP
-                            };
+                        for (at, len) in row_groups(df.height()) {
                             let part = df.slice(at as i64, len);
                             match &mut enc {
                                 Enc::Parquet(w) => w.write(&part).map_err(werr)?,
                                 Enc::Csv(w) => w.write_batch(&part).map_err(werr)?,
                                 Enc::None => {}
-                            }
-                            at += len;
-                            if at >= h {
-                                break;
                             }
                         }
                         times.write_s += t1.elapsed().as_secs_f64();
@@ -1772,6 +1780,79 @@ mod tests {
         assert!(err.contains("starts at byte") && err.contains("data row"), "{err}");
         // after an error, the reader never reports a clean end
         assert!(matches!(r.next_chunk(), Some(Err(_))));
+    }
+
+    #[test]
+    fn row_groups_cover_every_row_once_in_groups_of_the_row_group_size() {
+        let g = RowFileWriter::ROW_GROUP;
+        for rows in [0, 1, g - 1, g, 2 * g - 1, 2 * g, 2 * g + 1, 5 * g + 17] {
+            let groups: Vec<_> = row_groups(rows).collect();
+            let mut at = 0;
+            for &(first, len) in &groups {
+                assert_eq!(first, at, "{rows} rows: a gap or an overlap");
+                assert!(len > 0 && len < 2 * g, "{rows} rows: a group of {len}");
+                assert!(
+                    len >= g || groups.len() == 1,
+                    "{rows} rows: a short group among several"
+                );
+                at += len;
+            }
+            assert_eq!(at, rows);
+        }
+    }
+
+    #[test]
+    fn a_frame_stacked_from_pieces_is_written_in_whole_row_groups() {
+        // the late output: the input's columns (any types, nulls included), stacked from a
+        // piece per input chunk
+        let dir = tempfile::tempdir().unwrap();
+        let piece = |i: usize, n: usize| {
+            let ts: Vec<i64> = (0..n).map(|j| (i * 1_000_000 + j) as i64 - 500).collect();
+            let name: Vec<Option<String>> = (0..n).map(|j| (j % 5 != 0).then(|| format!("k{}", j % 11))).collect();
+            let v: Vec<Option<f64>> = (0..n).map(|j| (j % 7 != 0).then(|| j as f64 * 0.25 - 3.0)).collect();
+            DataFrame::new_infer_height(vec![
+                Int64Chunked::from_vec("ts".into(), ts).into_column(),
+                StringChunked::from_iter_options("key".into(), name.into_iter()).into_column(),
+                Float64Chunked::from_iter_options("value".into(), v.into_iter()).into_column(),
+            ])
+            .unwrap()
+        };
+        let g = RowFileWriter::ROW_GROUP;
+        let mut df = piece(0, 0);
+        for (i, n) in [3usize, g + 1, 0, 2 * g + 5, 9].into_iter().enumerate() {
+            df.vstack_mut_owned(piece(i, n)).unwrap();
+        }
+        let path = dir.path().join("late.parquet");
+        write_frame_with(&mut df.clone(), &path, Compression::Lz4).unwrap();
+        let got = read_frame(&path).unwrap();
+        assert_eq!(got.shape(), df.shape());
+        for col in ["ts", "key", "value"] {
+            assert!(
+                got.column(col).unwrap().equals_missing(df.column(col).unwrap()),
+                "column {col} differs"
+            );
+        }
+        let meta = ParquetReader::new(File::open(&path).unwrap())
+            .get_metadata()
+            .unwrap()
+            .clone();
+        let want: Vec<usize> = row_groups(df.height()).map(|(_, n)| n).collect();
+        let have: Vec<usize> = meta.row_groups.iter().map(|rg| rg.num_rows()).collect();
+        assert_eq!(have, want, "row groups follow the frame's rows, not its pieces");
+        for c in meta.row_groups[0].parquet_columns() {
+            let name = c.descriptor().path_in_schema[0].to_string();
+            match name.as_str() {
+                "value" => assert!(c.dictionary_page_offset().is_none(), "floats are written plain"),
+                "key" => assert!(c.dictionary_page_offset().is_some(), "11 strings get a dictionary"),
+                _ => {}
+            }
+        }
+        // no rows: a file with the columns
+        let empty = dir.path().join("none.parquet");
+        write_frame_with(&mut piece(0, 0), &empty, Compression::Snappy).unwrap();
+        let got = ParquetReader::new(File::open(&empty).unwrap()).finish().unwrap();
+        assert_eq!(got.height(), 0);
+        assert_eq!(got.schema(), df.schema());
     }
 
     #[test]
