@@ -13,12 +13,15 @@ use std::collections::BTreeMap;
 
 const MINUTE: i64 = 60_000;
 
+/// Per user, the expected sessions: (start, end, clicks).
+type Sessions = BTreeMap<String, Vec<(i64, i64, u64)>>;
+
 /// Clicks of `users` users: each user makes a number of visits; clicks inside a visit are at
 /// most 10 minutes apart, visits are at least 2 hours apart. Arrival order is shuffled a little
 /// (up to 5 s), as a real collector would deliver them.
-fn clicks(users: usize, rng: &mut Rng) -> (Vec<i64>, Vec<String>, Vec<f64>, BTreeMap<String, Vec<(i64, i64, u64)>>) {
+fn clicks(users: usize, rng: &mut Rng) -> (Vec<i64>, Vec<String>, Vec<f64>, Sessions) {
     let mut events: Vec<(i64, String, f64)> = vec![];
-    let mut truth: BTreeMap<String, Vec<(i64, i64, u64)>> = BTreeMap::new();
+    let mut truth: Sessions = BTreeMap::new();
     for u in 0..users {
         let user = format!("user-{u:03}");
         let mut t = 1_700_000_000_000 + rng.below(60) as i64 * MINUTE;
@@ -78,7 +81,7 @@ pub fn run() -> Result<()> {
     let start = w.column("window_start")?.i64()?.clone();
     let end = w.column("window_end")?.i64()?.clone();
     let count = w.column("count")?.u64()?.clone();
-    let mut found: BTreeMap<String, Vec<(i64, i64, u64)>> = BTreeMap::new();
+    let mut found: Sessions = BTreeMap::new();
     for i in 0..w.height() {
         let (Some(u), Some(s), Some(e), Some(c)) = (user.get(i), start.get(i), end.get(i), count.get(i)) else {
             continue;

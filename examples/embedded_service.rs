@@ -1,5 +1,5 @@
 //! 4. Embedded service: a tokio service that receives events on a channel, aggregates them with
-//! a streaming pipeline, and answers queries about the latest windows while the stream runs.
+//!    a streaming pipeline, and answers queries about the latest windows while the stream runs.
 //!
 //! The pipeline's output stream feeds a small in-memory view (latest closed window per sensor);
 //! a query handler reads that view concurrently. At the end every answer is checked against a

@@ -1,5 +1,5 @@
 //! 2. Sensor anomalies: hop windows over IoT sensor readings with injected faults; an online
-//! anomaly model flags them.
+//!    anomaly model flags them.
 //!
 //! 40 sensors report every 50 ms a temperature that follows a daily-like cycle. A few times a
 //! sensor misbehaves for two seconds (a stuck-high reading). Hop windows of 4 s every 2 s give

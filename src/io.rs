@@ -1809,7 +1809,7 @@ mod tests {
         let piece = |i: usize, n: usize| {
             let ts: Vec<i64> = (0..n).map(|j| (i * 1_000_000 + j) as i64 - 500).collect();
             let name: Vec<Option<String>> = (0..n).map(|j| (j % 5 != 0).then(|| format!("k{}", j % 11))).collect();
-            let v: Vec<Option<f64>> = (0..n).map(|j| (j % 7 != 0).then(|| j as f64 * 0.25 - 3.0)).collect();
+            let v: Vec<Option<f64>> = (0..n).map(|j| (j % 7 != 0).then_some(j as f64 * 0.25 - 3.0)).collect();
             DataFrame::new_infer_height(vec![
                 Int64Chunked::from_vec("ts".into(), ts).into_column(),
                 StringChunked::from_iter_options("key".into(), name.into_iter()).into_column(),

@@ -29,8 +29,8 @@ impl AggBackend for ReferenceBackend {
                 continue;
             }
             out.count[s as usize] += 1;
-            for c in 0..ncols {
-                per_slot[s as usize][c].push(batch.values[c][i]);
+            for (vals, col) in per_slot[s as usize].iter_mut().zip(batch.values.iter()) {
+                vals.push(col[i]);
             }
         }
         for (s, cols) in per_slot.iter().enumerate() {

@@ -30,6 +30,8 @@ struct Cli {
     command: Command,
 }
 
+// parsed once per process: not worth boxing the larger argument sets
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Write a synthetic event file (columns ts, key, value) as Parquet or CSV.

@@ -179,6 +179,8 @@ impl Assigner {
 }
 
 /// The window state of a window operator.
+// not boxed: the store is matched on every batch, and there is one per pipeline
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Store {
     /// Tumbling or sliding windows.

@@ -393,12 +393,12 @@ pub fn final_view(res: &Result, session: bool) -> Vec<Row> {
         last.insert(id, r.clone());
     }
     let mut v: Vec<Row> = last.into_values().collect();
-    v.sort_by(|a, b| (a.key, a.start, a.end).cmp(&(b.key, b.start, b.end)));
+    v.sort_by_key(|r| (r.key, r.start, r.end));
     v
 }
 
 pub fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
-    rows.sort_by(|a, b| (a.key, a.start, a.end).cmp(&(b.key, b.start, b.end)));
+    rows.sort_by_key(|r| (r.key, r.start, r.end));
     rows
 }
 
