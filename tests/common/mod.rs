@@ -392,9 +392,7 @@ pub fn final_view(res: &Result, session: bool) -> Vec<Row> {
         };
         last.insert(id, r.clone());
     }
-    let mut v: Vec<Row> = last.into_values().collect();
-    v.sort_by_key(|r| (r.key, r.start, r.end));
-    v
+    sorted(last.into_values().collect())
 }
 
 pub fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
