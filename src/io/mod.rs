@@ -3,7 +3,8 @@
 //! Input columns are checked up front: a missing column, a column of the wrong type, a null, NaN
 //! or out-of-range timestamp, an unreadable or truncated file and an empty file each give an
 //! [`Error`] that names the problem. Output is written to a temporary file beside the target and
-//! renamed into place only when complete, so a failed job never leaves a partial file.
+//! renamed into place only when complete, so a failed job never leaves a partial file. Output
+//! files are written past the page cache where the OS allows it ([`OutFile`], `direct.rs`).
 
 use crate::agg::{AggKind, Aggregates, null_value};
 use crate::batch::{EventBatch, KeyDict, KeyKind, KeyValues, ingest_values};
@@ -15,6 +16,9 @@ use polars::prelude::*;
 use polars_arrow::bitmap::Bitmap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+mod direct;
+pub use direct::OutFile;
 
 /// A supported file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -496,12 +500,11 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
     let format = Format::of(path)?;
     let tmp = temp_path(path);
     let res = (|| -> Result<()> {
-        let file = File::create(&tmp).map_err(|e| Error::Io {
+        let mut w = OutFile::create(&tmp).map_err(|e| Error::Io {
             action: "cannot write",
             path: tmp.clone(),
             source: e,
         })?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
         let werr = |e: PolarsError| Error::Polars(format!("writing '{}': {e}", path.display()));
         match format {
             Format::Parquet => {
@@ -517,12 +520,7 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
             }
             Format::Csv => CsvWriter::new(&mut w).include_header(true).finish(df).map_err(werr)?,
         }
-        let file = w.into_inner().map_err(|e| Error::Io {
-            action: "cannot write",
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(|e| Error::Io {
+        w.finish().map_err(|e| Error::Io {
             action: "cannot write",
             path: tmp.clone(),
             source: e,
@@ -1296,7 +1294,7 @@ impl RowFileWriter {
     ) -> Result<RowFileWriter> {
         let format = Format::of(path)?;
         let tmp = temp_path(path);
-        let file = File::create(&tmp).map_err(|e| Error::Io {
+        let file = OutFile::create(&tmp).map_err(|e| Error::Io {
             action: "cannot write",
             path: tmp.clone(),
             source: e,
@@ -1315,11 +1313,11 @@ impl RowFileWriter {
                 };
                 let mut keys = KeyValues::new(key_kind);
                 let mut times = WriteTimes::default();
-                let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                let mut out = file;
                 enum Enc<'a> {
                     None,
-                    Parquet(Box<ParquetOut<&'a mut std::io::BufWriter<File>>>),
-                    Csv(polars::io::csv::write::BatchedWriter<&'a mut std::io::BufWriter<File>>),
+                    Parquet(Box<ParquetOut<&'a mut OutFile>>),
+                    Csv(polars::io::csv::write::BatchedWriter<&'a mut OutFile>),
                 }
                 {
                     let mut enc = Enc::None;
@@ -1388,8 +1386,7 @@ impl RowFileWriter {
                     }
                     times.write_s += t1.elapsed().as_secs_f64();
                 }
-                let file = out.into_inner().map_err(|e| ioerr(e.into_error()))?;
-                file.sync_all().map_err(ioerr)?;
+                out.finish().map_err(ioerr)?;
                 Ok(times)
             })
             .map_err(|e| {
