@@ -342,7 +342,7 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
                 revision: r.revision[i],
                 count: r.count[i],
                 aggs: aggs6,
-                lineage: r.lineage[i],
+                lineage: r.lineage(i),
             });
         }
         late.extend(out.late.row.iter().map(|&x| x as usize));
