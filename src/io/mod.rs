@@ -546,12 +546,100 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
 /// where it pays: keys, window bounds, counts). Statistics (min, max, null count) as polars.
 struct ParquetOut<W: std::io::Write> {
     writer: polars_parquet::write::FileWriter<W>,
-    fields: Vec<polars_parquet::write::ParquetType>,
-    encodings: Vec<Vec<polars_parquet::write::Encoding>>,
+    columns: ColumnEncoder,
     /// Columns `..split` are encoded on the writer thread, `split..` on a second one: about half
     /// the work each.
     split: usize,
+    /// The second thread, started with the first row group that has columns for it and kept for
+    /// the rest of the file (one thread and allocator heap per file, not per row group).
+    helper: Option<EncodeHelper>,
+}
+
+/// What encodes a row group's columns into compressed pages: the Parquet fields, encodings and
+/// options of every column.
+#[derive(Clone)]
+struct ColumnEncoder {
+    fields: Vec<polars_parquet::write::ParquetType>,
+    encodings: Vec<Vec<polars_parquet::write::Encoding>>,
     options: polars_parquet::write::WriteOptions,
+}
+
+/// Compressed pages of each Parquet column of a row group's arrays.
+type EncodedColumns = Vec<Vec<polars_parquet::write::CompressedPage>>;
+
+impl ColumnEncoder {
+    /// Encodes and compresses `arrays`, the row group's columns `first..`.
+    fn encode(&self, first: usize, arrays: &[Box<dyn polars_arrow::array::Array>]) -> PolarsResult<EncodedColumns> {
+        use polars_parquet::write::{array_to_columns, compress};
+        let mut out = vec![];
+        for (i, array) in (first..).zip(arrays) {
+            for pages in array_to_columns(array, self.fields[i].clone(), self.options, &self.encodings[i])? {
+                let mut col = vec![];
+                for page in pages {
+                    col.push(compress(page?, vec![], self.options.compression)?);
+                }
+                out.push(col);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The second encoder thread of a [`ParquetOut`]: takes the columns `split..` of one row group at
+/// a time and hands back their pages.
+struct EncodeHelper {
+    jobs: Option<std::sync::mpsc::Sender<Vec<Box<dyn polars_arrow::array::Array>>>>,
+    done: std::sync::mpsc::Receiver<PolarsResult<EncodedColumns>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EncodeHelper {
+    /// Starts the thread; `None` when the system refuses one (the writer then encodes alone).
+    fn start(encoder: ColumnEncoder, first: usize) -> Option<EncodeHelper> {
+        let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<Box<dyn polars_arrow::array::Array>>>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("fenestra-encoder".into())
+            .spawn(move || {
+                for arrays in job_rx {
+                    if done_tx.send(encoder.encode(first, &arrays)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(EncodeHelper {
+            jobs: Some(jobs),
+            done,
+            handle: Some(handle),
+        })
+    }
+
+    fn lost() -> PolarsError {
+        PolarsError::ComputeError("the Parquet encoder thread stopped (it panicked)".into())
+    }
+
+    /// Hands `arrays` to the thread.
+    fn submit(&self, arrays: Vec<Box<dyn polars_arrow::array::Array>>) -> PolarsResult<()> {
+        match &self.jobs {
+            Some(tx) => tx.send(arrays).map_err(|_| Self::lost()),
+            None => Err(Self::lost()),
+        }
+    }
+
+    /// The pages of the last submitted arrays.
+    fn receive(&self) -> PolarsResult<EncodedColumns> {
+        self.done.recv().map_err(|_| Self::lost())?
+    }
+}
+
+impl Drop for EncodeHelper {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<W: std::io::Write> ParquetOut<W> {
@@ -595,52 +683,42 @@ impl<W: std::io::Write> ParquetOut<W> {
         let fields = parquet_schema.fields().to_vec();
         Ok(ParquetOut {
             writer: FileWriter::new_with_parquet_schema(w, arrow, parquet_schema, options),
-            fields,
-            encodings,
+            columns: ColumnEncoder {
+                fields,
+                encodings,
+                options,
+            },
             split,
-            options,
+            helper: None,
         })
     }
 
     /// Writes `df` as one row group per chunk (a single-chunk frame is one row group).
     fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        use polars_parquet::write::{
-            CompressedPage, DynIter, DynStreamingIterator, array_to_columns, compress, fallible_streaming_iterator,
-        };
+        use polars_parquet::write::{DynIter, DynStreamingIterator, fallible_streaming_iterator};
         for batch in df.iter_chunks(CompatLevel::newest(), false) {
             let n = batch.len();
             if n == 0 {
                 continue;
             }
             let cols = batch.columns();
-            let (fields, encodings, options, split) = (&self.fields, &self.encodings, self.options, self.split);
-            let encode = |range: std::ops::Range<usize>| -> PolarsResult<Vec<Vec<CompressedPage>>> {
-                let mut out = vec![];
-                for i in range {
-                    for pages in array_to_columns(&cols[i], fields[i].clone(), options, &encodings[i])? {
-                        let mut col = vec![];
-                        for page in pages {
-                            col.push(compress(page?, vec![], options.compression)?);
-                        }
-                        out.push(col);
-                    }
+            let split = self.split.min(cols.len());
+            if split < cols.len() && self.helper.is_none() {
+                self.helper = EncodeHelper::start(self.columns.clone(), split);
+            }
+            let columns = match &self.helper {
+                Some(helper) if split < cols.len() => {
+                    helper.submit(cols[split..].to_vec())?;
+                    let first = self.columns.encode(0, &cols[..split]);
+                    // always collect the helper's answer, so that the next row group's is the
+                    // next one received
+                    let second = helper.receive();
+                    let mut first = first?;
+                    first.extend(second?);
+                    first
                 }
-                Ok(out)
+                _ => self.columns.encode(0, cols)?,
             };
-            let (first, second) = if split >= cols.len() {
-                (encode(0..cols.len()), Ok(vec![]))
-            } else {
-                std::thread::scope(|s| {
-                    let second = s.spawn(|| encode(split..cols.len()));
-                    let first = encode(0..split);
-                    let second = second
-                        .join()
-                        .unwrap_or_else(|_| Err(PolarsError::ComputeError("a Parquet encoder thread panicked".into())));
-                    (first, second)
-                })
-            };
-            let mut columns = first?;
-            columns.extend(second?);
             let rg = DynIter::new(columns.iter().map(|pages| {
                 Ok(DynStreamingIterator::new(fallible_streaming_iterator::convert(
                     pages.iter().map(PolarsResult::Ok),
@@ -653,6 +731,7 @@ impl<W: std::io::Write> ParquetOut<W> {
 
     /// Writes the footer (with the Arrow schema, as polars does).
     fn finish(&mut self) -> PolarsResult<u64> {
+        self.helper.take();
         self.writer.end(None)
     }
 }
@@ -937,19 +1016,14 @@ pub fn frame_to_batch_into(
 pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) -> Result<Option<Column>> {
     Ok(match out {
         KeyOutput::None => None,
+        // the key type of generated and peer files: built at its width, without an i64 column
+        // and a cast
+        KeyOutput::Int(DataType::UInt32) => {
+            let (vals, validity) = int_keys(ids, keys, |v| u32::try_from(v).ok())?;
+            Some(UInt32Chunked::from_vec_validity(name.into(), vals, validity).into_column())
+        }
         KeyOutput::Int(dt) => {
-            let mut vals = Vec::with_capacity(ids.len());
-            let mut nulls = false;
-            for &k in ids {
-                match keys.int_value(k) {
-                    Some(v) => vals.push(v),
-                    None => {
-                        nulls = true;
-                        vals.push(0);
-                    }
-                }
-            }
-            let validity = nulls.then(|| ids.iter().map(|&k| !keys.is_null(k)).collect::<Bitmap>());
+            let (vals, validity) = int_keys(ids, keys, Some)?;
             let c = Int64Chunked::from_vec_validity(name.into(), vals, validity).into_column();
             Some(if dt == &DataType::Int64 {
                 c
@@ -962,6 +1036,31 @@ pub fn key_column(ids: &[u32], keys: &KeyValues, out: &KeyOutput, name: &str) ->
             Some(Column::new(name.into(), v))
         }
     })
+}
+
+/// Integer key values of `ids` converted by `conv` (0 under a null key), with a validity bitmap
+/// only when the null key occurs. A value `conv` refuses (a key that does not fit the output
+/// type, which a key read from a column of that type never is) is an error.
+fn int_keys<T: Copy + Default>(
+    ids: &[u32],
+    keys: &KeyValues,
+    conv: impl Fn(i64) -> Option<T>,
+) -> Result<(Vec<T>, Option<Bitmap>)> {
+    let mut vals = Vec::with_capacity(ids.len());
+    let mut nulls = false;
+    for &k in ids {
+        match keys.int_value(k) {
+            Some(v) => {
+                vals.push(conv(v).ok_or_else(|| Error::config(format!("key {v} does not fit the key column's type")))?)
+            }
+            None => {
+                nulls = true;
+                vals.push(T::default());
+            }
+        }
+    }
+    let validity = nulls.then(|| ids.iter().map(|&k| !keys.is_null(k)).collect::<Bitmap>());
+    Ok((vals, validity))
 }
 
 /// A float column from per-row optional values; the validity bitmap is only built when a value
@@ -1513,6 +1612,42 @@ mod tests {
             );
         }
         r
+    }
+
+    #[test]
+    fn int_key_columns_keep_their_type_and_null_key() {
+        let mut d = KeyDict::new(KeyKind::Int);
+        let mut ids = vec![];
+        d.encode_ints([Some(7), None, Some(4_000_000_000), Some(7)], &mut ids)
+            .unwrap();
+        let u32s = key_column(&ids, d.values(), &KeyOutput::Int(DataType::UInt32), "key")
+            .unwrap()
+            .unwrap();
+        assert_eq!(u32s.dtype(), &DataType::UInt32);
+        let got: Vec<Option<u32>> = u32s.u32().unwrap().iter().collect();
+        assert_eq!(got, vec![Some(7), None, Some(4_000_000_000), Some(7)]);
+        let i64s = key_column(&ids, d.values(), &KeyOutput::Int(DataType::Int64), "key")
+            .unwrap()
+            .unwrap();
+        let got: Vec<Option<i64>> = i64s.i64().unwrap().iter().collect();
+        assert_eq!(got, vec![Some(7), None, Some(4_000_000_000), Some(7)]);
+        // the same key ids through the cast path
+        let u64s = key_column(&ids, d.values(), &KeyOutput::Int(DataType::UInt64), "key")
+            .unwrap()
+            .unwrap();
+        assert_eq!(u64s.dtype(), &DataType::UInt64);
+        assert_eq!(u64s.null_count(), 1);
+        // a key that does not fit the output type is an error naming it, not a wrapped value
+        let mut d = KeyDict::new(KeyKind::Int);
+        let mut ids = vec![];
+        d.encode_ints([Some(1), Some(-3)], &mut ids).unwrap();
+        let err = key_column(&ids, d.values(), &KeyOutput::Int(DataType::UInt32), "key").unwrap_err();
+        assert!(err.to_string().contains("-3"), "{err}");
+        // no null key: no validity bitmap
+        let c = key_column(&ids[..1], d.values(), &KeyOutput::Int(DataType::UInt32), "key")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.null_count(), 0);
     }
 
     fn keys(n: usize) -> KeyValues {
