@@ -87,6 +87,14 @@ impl ColPartial {
         m2: 0.0,
     };
 
+    /// The partial of one value (the identity for a null): `IDENTITY` with `v` pushed.
+    #[inline(always)]
+    pub fn of<const M2: bool>(v: f64) -> ColPartial {
+        let mut p = Self::IDENTITY;
+        p.push::<M2>(v);
+        p
+    }
+
     /// Adds one value (nulls are skipped). `M2` selects whether the second moment is kept.
     #[inline(always)]
     pub fn push<const M2: bool>(&mut self, v: f64) {
@@ -175,6 +183,31 @@ impl ColPartial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_of_one_value_is_identity_with_it_pushed() {
+        for v in [0.0, -0.0, 2.5, -1e300, f64::INFINITY, f64::NAN] {
+            // bit for bit (a NaN sum is not equal to itself as a float)
+            let mut pushed = ColPartial::IDENTITY;
+            pushed.push::<true>(v);
+            assert_eq!(
+                bytemuck::bytes_of(&ColPartial::of::<true>(v)),
+                bytemuck::bytes_of(&pushed),
+                "{v}"
+            );
+            let mut pushed = ColPartial::IDENTITY;
+            pushed.push::<false>(v);
+            assert_eq!(
+                bytemuck::bytes_of(&ColPartial::of::<false>(v)),
+                bytemuck::bytes_of(&pushed),
+                "{v}"
+            );
+            assert_eq!(ColPartial::of::<false>(v).n, 1);
+        }
+        // a null leaves the identity
+        assert_eq!(ColPartial::of::<true>(null_value()), ColPartial::IDENTITY);
+        assert_eq!(ColPartial::of::<false>(null_value()), ColPartial::IDENTITY);
+    }
 
     #[test]
     fn order_key_is_monotone_and_invertible() {

@@ -529,16 +529,19 @@ impl PaneAssigner {
             }
             let rows = &mut lp.rows;
             let r = lp.index[k as usize];
-            let r = if r == NONE {
-                let r = rows.keys.len();
-                lp.index[k as usize] = r as u32;
+            if r == NONE {
+                // the key's first event in the pane: its row is built from the event alone
+                lp.index[k as usize] = rows.keys.len() as u32;
                 rows.keys.push(k);
-                rows.count.push(0);
-                rows.cols.resize(rows.cols.len() + ncols, ColPartial::IDENTITY);
-                r
-            } else {
-                r as usize
-            };
+                rows.count.push(1);
+                if ncols == 1 {
+                    rows.cols.push(ColPartial::of::<M2>(one[i]));
+                } else {
+                    rows.cols.extend(values.iter().map(|v| ColPartial::of::<M2>(v[i])));
+                }
+                continue;
+            }
+            let r = r as usize;
             rows.count[r] += 1;
             if ncols == 1 {
                 rows.cols[r].push::<M2>(one[i]);
