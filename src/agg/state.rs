@@ -184,24 +184,23 @@ impl ColPartial {
 mod tests {
     use super::*;
 
+    /// `ColPartial::of::<M2>(v)` is `IDENTITY` with `v` pushed, bit for bit (a NaN sum is not
+    /// equal to itself as a float).
+    fn check_of<const M2: bool>(v: f64) {
+        let mut pushed = ColPartial::IDENTITY;
+        pushed.push::<M2>(v);
+        assert_eq!(
+            bytemuck::bytes_of(&ColPartial::of::<M2>(v)),
+            bytemuck::bytes_of(&pushed),
+            "{v}"
+        );
+    }
+
     #[test]
     fn partial_of_one_value_is_identity_with_it_pushed() {
         for v in [0.0, -0.0, 2.5, -1e300, f64::INFINITY, f64::NAN] {
-            // bit for bit (a NaN sum is not equal to itself as a float)
-            let mut pushed = ColPartial::IDENTITY;
-            pushed.push::<true>(v);
-            assert_eq!(
-                bytemuck::bytes_of(&ColPartial::of::<true>(v)),
-                bytemuck::bytes_of(&pushed),
-                "{v}"
-            );
-            let mut pushed = ColPartial::IDENTITY;
-            pushed.push::<false>(v);
-            assert_eq!(
-                bytemuck::bytes_of(&ColPartial::of::<false>(v)),
-                bytemuck::bytes_of(&pushed),
-                "{v}"
-            );
+            check_of::<true>(v);
+            check_of::<false>(v);
             assert_eq!(ColPartial::of::<false>(v).n, 1);
         }
         // a null leaves the identity

@@ -619,12 +619,10 @@ impl EncodeHelper {
         PolarsError::ComputeError("the Parquet encoder thread stopped (it panicked)".into())
     }
 
-    /// Hands `arrays` to the thread.
+    /// Hands `arrays` to the thread (`jobs` is only taken by `drop`).
     fn submit(&self, arrays: Vec<Box<dyn polars_arrow::array::Array>>) -> PolarsResult<()> {
-        match &self.jobs {
-            Some(tx) => tx.send(arrays).map_err(|_| Self::lost()),
-            None => Err(Self::lost()),
-        }
+        let tx = self.jobs.as_ref().ok_or_else(Self::lost)?;
+        tx.send(arrays).map_err(|_| Self::lost())
     }
 
     /// The pages of the last submitted arrays.
@@ -702,12 +700,13 @@ impl<W: std::io::Write> ParquetOut<W> {
                 continue;
             }
             let cols = batch.columns();
-            let split = self.split.min(cols.len());
+            // the schema fixes `split`: a helper, once started, has columns in every row group
+            let split = self.split;
             if split < cols.len() && self.helper.is_none() {
                 self.helper = EncodeHelper::start(self.columns.clone(), split);
             }
             let columns = match &self.helper {
-                Some(helper) if split < cols.len() => {
+                Some(helper) => {
                     helper.submit(cols[split..].to_vec())?;
                     let first = self.columns.encode(0, &cols[..split]);
                     // always collect the helper's answer, so that the next row group's is the
@@ -717,7 +716,7 @@ impl<W: std::io::Write> ParquetOut<W> {
                     first.extend(second?);
                     first
                 }
-                _ => self.columns.encode(0, cols)?,
+                None => self.columns.encode(0, cols)?,
             };
             let rg = DynIter::new(columns.iter().map(|pages| {
                 Ok(DynStreamingIterator::new(fallible_streaming_iterator::convert(
