@@ -1131,7 +1131,8 @@ impl PaneStore {
         Some(pi)
     }
 
-    /// Builds the suffixes of block `b` (of `k` panes) unless they are current.
+    /// Builds the suffixes `1..k` of block `b` (of `k` panes) unless they are current (the whole
+    /// block, suffix 0, is its prefix: [`Self::fire_sliding`]).
     fn build_suffixes<const M2: bool>(&mut self, b: i64, k: i64, keys: &KeyOrder) {
         if self.sliding.suffix_block == Some((b, keys.len())) {
             return;
@@ -1139,7 +1140,7 @@ impl PaneStore {
         let ncols = self.ncols;
         self.sliding.suffix.resize_with(k as usize, OrderedRows::default);
         let none = OrderedRows::default();
-        for i in (0..k as usize).rev() {
+        for i in (1..k as usize).rev() {
             let mut dst = std::mem::take(&mut self.sliding.suffix[i]);
             let pi = self.ordered_pane(b * k + i as i64, keys);
             let next = self.sliding.suffix.get(i + 1).unwrap_or(&none);
@@ -1207,19 +1208,21 @@ impl PaneStore {
     ) {
         let k = hi - lo + 1;
         let b = lo.div_euclid(k);
-        self.build_suffixes::<M2>(b, k, keys);
         let from = out.len();
         let ncols = self.ncols;
         let sorted = keys.sorted();
-        if lo == b * k {
-            // the window is its block
-            let s = &self.sliding.suffix[0];
-            out.key.extend(s.rank.iter().map(|&r| sorted[r as usize]));
-            out.count.extend_from_slice(&s.count);
-            out.cols.extend_from_slice(&s.cols);
-        } else {
-            self.advance_prefix::<M2>(b + 1, k, hi, keys);
-            let s = &self.sliding.suffix[(lo - b * k) as usize];
+        {
+            let none = OrderedRows::default();
+            let s = if lo == b * k {
+                // The window is its block: the block's whole prefix, which the windows before it
+                // grew to all but its last pane (so no suffix of the whole block is built).
+                self.advance_prefix::<M2>(b, k, hi, keys);
+                &none
+            } else {
+                self.build_suffixes::<M2>(b, k, keys);
+                self.advance_prefix::<M2>(b + 1, k, hi, keys);
+                &self.sliding.suffix[(lo - b * k) as usize]
+            };
             let acc = &mut self.sliding.prefix;
             let n = keys.len();
             let most = acc.touched.len() + s.len();
