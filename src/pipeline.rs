@@ -408,6 +408,9 @@ pub struct Pipeline {
     pending: Option<Work>,
     /// Buffers of a processed batch, for the next push.
     batch_pool: Option<EventBatch>,
+    /// The assigner folds values into pane rows (the store reads none): pushed slices are
+    /// assigned in place.
+    direct: bool,
     late_idx: Vec<u32>,
     batch_size: usize,
     /// How the key column is written back to DataFrames (set by the first pushed frame).
@@ -467,7 +470,9 @@ impl Pipeline {
         let mut store = Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2());
         let backend_kind = backend.kind();
         let mut backend_desc = backend.describe();
-        if backend.reduces_in_place() && assigner.reduce_in_place(&mut store, ncols, config.aggregates.needs_m2()) {
+        let direct =
+            backend.reduces_in_place() && assigner.reduce_in_place(&mut store, ncols, config.aggregates.needs_m2());
+        if direct {
             backend_desc = format!("{backend_desc} (tumbling/sliding windows: reduced while assigned, in one pass)");
         }
         let mut backend = backend;
@@ -535,6 +540,7 @@ impl Pipeline {
             spare: vec![],
             pending: None,
             batch_pool: None,
+            direct,
             late_idx: vec![],
             batch_size,
             key_output: None,
@@ -666,6 +672,18 @@ impl Pipeline {
                 self.config.value_columns
             )));
         }
+        if self.direct
+            && batch.keys.len() == ts.len()
+            && values.iter().all(|v| v.len() == ts.len())
+            && !values.iter().any(|v| v.iter().any(|x| x.is_nan()))
+        {
+            // Nothing to canonicalise (no NaN) or mark (the null marker is a NaN), and the
+            // direct mode folds values into pane rows as it assigns them: no copy is needed.
+            self.metrics.ingest_s += t0.elapsed().as_secs_f64();
+            let res = self.push_borrowed(ts, &batch.keys, values);
+            self.batch_pool = Some(batch);
+            return res;
+        }
         batch.ts.extend_from_slice(ts);
         batch.values.resize_with(values.len(), Vec::new);
         for (out, v) in batch.values.iter_mut().zip(values) {
@@ -694,20 +712,7 @@ impl Pipeline {
                 batch.keys[bad]
             )));
         }
-        if let Some(i) = batch
-            .ts
-            .iter()
-            .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
-        {
-            return Err(Error::InvalidTimestamp {
-                column: "ts".into(),
-                row: self.metrics.events_in + i as u64,
-                reason: format!(
-                    "{} ms is outside the supported range of ±{} ms",
-                    batch.ts[i], MAX_ABS_TIMESTAMP_MS
-                ),
-            });
-        }
+        self.check_timestamps(&batch.ts)?;
         let n = batch.len();
         let bs = self.batch_size;
         if n <= bs {
@@ -727,12 +732,68 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Rejects a batch with a timestamp outside the supported range (naming its input row).
+    fn check_timestamps(&self, ts: &[i64]) -> Result<()> {
+        match ts
+            .iter()
+            .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
+        {
+            Some(i) => Err(Error::InvalidTimestamp {
+                column: "ts".into(),
+                row: self.metrics.events_in + i as u64,
+                reason: format!(
+                    "{} ms is outside the supported range of ±{} ms",
+                    ts[i], MAX_ABS_TIMESTAMP_MS
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Pushes events the caller owns without copying them (direct mode, values without NaN or
+    /// null markers, keys just encoded by this pipeline's dictionary), in micro-batches.
+    fn push_borrowed(&mut self, ts: &[i64], keys: &[u32], values: &[&[f64]]) -> Result<()> {
+        self.check_timestamps(ts)?;
+        let mut lo = 0;
+        while lo < ts.len() {
+            let hi = (lo + self.batch_size).min(ts.len());
+            let part: Vec<&[f64]> = values.iter().map(|v| &v[lo..hi]).collect();
+            self.process_borrowed(&ts[lo..hi], &keys[lo..hi], &part)?;
+            lo = hi;
+        }
+        Ok(())
+    }
+
     /// One micro-batch through the assigner, then to the second stage.
     fn process(&mut self, mut batch: EventBatch) -> Result<()> {
-        let n = batch.len();
-        if n == 0 {
+        if batch.is_empty() {
             return Ok(());
         }
+        let mut work = self.assign_batch(&batch.ts, &batch.keys, &batch.values);
+        // The values travel with the batch's work; the work's previous buffers come back here
+        // for the next push (no fresh pages per batch).
+        std::mem::swap(&mut work.values, &mut batch.values);
+        self.batch_pool = Some(batch);
+        self.submit_work(work)
+    }
+
+    /// [`Self::process`] for events the caller still owns (direct mode, whose store reads no
+    /// values: they are folded into pane rows while assigned, so nothing is copied).
+    fn process_borrowed(&mut self, ts: &[i64], keys: &[u32], values: &[&[f64]]) -> Result<()> {
+        if ts.is_empty() {
+            return Ok(());
+        }
+        let mut work = self.assign_batch(ts, keys, values);
+        for v in &mut work.values {
+            v.clear();
+        }
+        self.submit_work(work)
+    }
+
+    /// Assigns one micro-batch (late events to the side output) into a work item for the
+    /// backend and the store.
+    fn assign_batch<V: AsRef<[f64]>>(&mut self, ts: &[i64], keys: &[u32], values: &[V]) -> Work {
+        let n = ts.len();
         let t0 = Instant::now();
         let mut work = self.spare.pop().unwrap_or_else(|| {
             Work::new(
@@ -743,9 +804,9 @@ impl Pipeline {
         self.late_idx.clear();
         self.assigner.note_keys(self.dict.values());
         self.assigner.assign(
-            &batch.ts,
-            &batch.keys,
-            &batch.values,
+            ts,
+            keys,
+            values,
             self.dict.len(),
             &mut work.slots,
             &mut self.late_idx,
@@ -756,10 +817,10 @@ impl Pipeline {
         for &i in &self.late_idx {
             let i = i as usize;
             self.late.row.push(base + i as u64);
-            self.late.ts.push(batch.ts[i]);
-            self.late.key.push(batch.keys[i]);
-            for (c, v) in batch.values.iter().enumerate() {
-                self.late.values[c].push(v[i]);
+            self.late.ts.push(ts[i]);
+            self.late.key.push(keys[i]);
+            for (c, v) in values.iter().enumerate() {
+                self.late.values[c].push(v.as_ref()[i]);
             }
         }
         self.metrics.events_in += n as u64;
@@ -770,10 +831,11 @@ impl Pipeline {
         work.keys_tail = self.dict.values().tail(self.keys_sent);
         self.keys_sent = self.dict.len();
         self.metrics.assign_s += t0.elapsed().as_secs_f64();
-        // The values travel with the batch's work; the work's previous buffers come back here
-        // for the next push (no fresh pages per batch).
-        std::mem::swap(&mut work.values, &mut batch.values);
-        self.batch_pool = Some(batch);
+        work
+    }
+
+    /// Hands an assigned work item to the backend, then (in order) to the store.
+    fn submit_work(&mut self, mut work: Work) -> Result<()> {
         let slot_batch = SlotBatch {
             slots: &work.slots,
             values: &work.values,

@@ -92,11 +92,11 @@ impl Assigner {
     /// `plan` (which must be of this assigner's kind; it is replaced otherwise). `values` are
     /// read only in the direct mode ([`Assigner::reduce_in_place`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn assign(
+    pub fn assign<V: AsRef<[f64]>>(
         &mut self,
         ts: &[i64],
         keys: &[u32],
-        values: &[Vec<f64>],
+        values: &[V],
         num_keys: usize,
         slots: &mut Vec<u32>,
         late: &mut Vec<u32>,

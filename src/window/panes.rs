@@ -367,11 +367,11 @@ impl PaneAssigner {
     /// `late`, slots (or [`SKIP_SLOT`]) to `slots`, the rest of the plan to `plan`. In the direct
     /// mode the events' `values` are folded into pane rows and `slots` stays empty.
     #[allow(clippy::too_many_arguments)]
-    pub fn assign(
+    pub fn assign<V: AsRef<[f64]>>(
         &mut self,
         ts: &[i64],
         keys: &[u32],
-        values: &[Vec<f64>],
+        values: &[V],
         num_keys: usize,
         slots: &mut Vec<u32>,
         late: &mut Vec<u32>,
@@ -381,9 +381,9 @@ impl PaneAssigner {
         slots.clear();
         if let Some(mut d) = self.direct.take() {
             if d.want_m2 {
-                self.assign_direct::<true>(&mut d, ts, keys, values, num_keys, late, plan);
+                self.assign_direct::<true, V>(&mut d, ts, keys, values, num_keys, late, plan);
             } else {
-                self.assign_direct::<false>(&mut d, ts, keys, values, num_keys, late, plan);
+                self.assign_direct::<false, V>(&mut d, ts, keys, values, num_keys, late, plan);
             }
             self.direct = Some(d);
             return;
@@ -456,12 +456,12 @@ impl PaneAssigner {
     /// The direct mode's [`Self::assign`]: the same watermark, lateness and epoch points as the
     /// slot path, with each on-time event folded into the row of its `(key, pane)`.
     #[allow(clippy::too_many_arguments)]
-    fn assign_direct<const M2: bool>(
+    fn assign_direct<const M2: bool, V: AsRef<[f64]>>(
         &mut self,
         d: &mut Direct,
         ts: &[i64],
         keys: &[u32],
-        values: &[Vec<f64>],
+        values: &[V],
         num_keys: usize,
         late: &mut Vec<u32>,
         plan: &mut PanePlan,
@@ -475,7 +475,7 @@ impl PaneAssigner {
                 lp.index.resize(num_keys, NONE);
             }
         }
-        let one = if ncols == 1 { &values[0][..] } else { &[][..] };
+        let one = if ncols == 1 { values[0].as_ref() } else { &[][..] };
         let mut max = self.wm.max_ts();
         let mut last: usize = usize::MAX;
         // the time range of `last`'s pane
@@ -537,7 +537,8 @@ impl PaneAssigner {
                 if ncols == 1 {
                     rows.cols.push(ColPartial::of::<M2>(one[i]));
                 } else {
-                    rows.cols.extend(values.iter().map(|v| ColPartial::of::<M2>(v[i])));
+                    rows.cols
+                        .extend(values.iter().map(|v| ColPartial::of::<M2>(v.as_ref()[i])));
                 }
                 continue;
             }
@@ -547,7 +548,7 @@ impl PaneAssigner {
                 rows.cols[r].push::<M2>(one[i]);
             } else {
                 for (c, v) in values.iter().enumerate() {
-                    rows.cols[r * ncols + c].push::<M2>(v[i]);
+                    rows.cols[r * ncols + c].push::<M2>(v.as_ref()[i]);
                 }
             }
         }
@@ -1434,7 +1435,7 @@ mod tests {
         let (mut slots, mut late, mut plan) = (vec![], vec![], PanePlan::default());
         let mut out = vec![];
         for (t, k) in ts.chunks(batch).zip(keys.chunks(batch)) {
-            a.assign(t, k, &[], 8, &mut slots, &mut late, &mut plan);
+            a.assign(t, k, &[] as &[Vec<f64>], 8, &mut slots, &mut late, &mut plan);
             assert!(late.is_empty());
             // each event's slot must name its own key and pane
             for (i, &s) in slots.iter().enumerate() {
