@@ -408,9 +408,6 @@ pub struct Pipeline {
     pending: Option<Work>,
     /// Buffers of a processed batch, for the next push.
     batch_pool: Option<EventBatch>,
-    /// The assigner folds values into pane rows (the store reads none): pushed slices are
-    /// assigned in place.
-    direct: bool,
     late_idx: Vec<u32>,
     batch_size: usize,
     /// How the key column is written back to DataFrames (set by the first pushed frame).
@@ -470,9 +467,7 @@ impl Pipeline {
         let mut store = Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2());
         let backend_kind = backend.kind();
         let mut backend_desc = backend.describe();
-        let direct =
-            backend.reduces_in_place() && assigner.reduce_in_place(&mut store, ncols, config.aggregates.needs_m2());
-        if direct {
+        if backend.reduces_in_place() && assigner.reduce_in_place(&mut store, ncols, config.aggregates.needs_m2()) {
             backend_desc = format!("{backend_desc} (tumbling/sliding windows: reduced while assigned, in one pass)");
         }
         let mut backend = backend;
@@ -540,7 +535,6 @@ impl Pipeline {
             spare: vec![],
             pending: None,
             batch_pool: None,
-            direct,
             late_idx: vec![],
             batch_size,
             key_output: None,
@@ -672,8 +666,7 @@ impl Pipeline {
                 self.config.value_columns
             )));
         }
-        if self.direct
-            && batch.keys.len() == ts.len()
+        if self.assigner.reduces_in_place()
             && values.iter().all(|v| v.len() == ts.len())
             && !values.iter().any(|v| v.iter().any(|x| x.is_nan()))
         {

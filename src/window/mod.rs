@@ -137,6 +137,12 @@ impl Assigner {
         }
     }
 
+    /// True once [`Self::reduce_in_place`] turned the direct mode on: values are read only while
+    /// assigned (the store never sees them).
+    pub fn reduces_in_place(&self) -> bool {
+        matches!(self, Assigner::Panes(a) if a.reduces_in_place())
+    }
+
     /// The plan that ends the input (watermark +∞).
     pub fn finish(&mut self) -> Plan {
         match self {

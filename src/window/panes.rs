@@ -282,6 +282,11 @@ impl PaneAssigner {
             .map_or(0, |d| d.live.iter().map(|lp| lp.rows.keys.len()).sum())
     }
 
+    /// True in the direct mode ([`Self::reduce_in_place`]).
+    pub fn reduces_in_place(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// The watermark that applies to the next event.
     pub fn watermark(&self) -> i64 {
         self.wm.current()
@@ -1212,45 +1217,43 @@ impl PaneStore {
         let from = out.len();
         let ncols = self.ncols;
         let sorted = keys.sorted();
-        {
-            let none = OrderedRows::default();
-            let s = if lo == b * k {
-                // The window is its block: the block's whole prefix, which the windows before it
-                // grew to all but its last pane (so no suffix of the whole block is built).
-                self.advance_prefix::<M2>(b, k, hi, keys);
-                &none
-            } else {
-                self.build_suffixes::<M2>(b, k, keys);
-                self.advance_prefix::<M2>(b + 1, k, hi, keys);
-                &self.sliding.suffix[(lo - b * k) as usize]
-            };
-            let acc = &mut self.sliding.prefix;
-            let n = keys.len();
-            let most = acc.touched.len() + s.len();
-            out.key.reserve(most);
-            out.count.reserve(most);
-            out.cols.reserve(most * ncols);
-            let mut j = 0;
-            if most * 8 >= n {
-                // most keys have a row: walk every rank
-                for r in 0..n {
-                    emit_sliding::<M2>(out, r, s, &mut j, acc, sorted, ncols);
-                }
-            } else {
-                // few rows: the prefix's ranks in order, merged with the suffix's
-                let mut touched = std::mem::take(&mut acc.touched);
-                touched.sort_unstable();
-                for &r in &touched {
-                    while j < s.len() && s.rank[j] < r {
-                        emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
-                    }
-                    emit_sliding::<M2>(out, r as usize, s, &mut j, acc, sorted, ncols);
-                }
-                while j < s.len() {
+        let none = OrderedRows::default();
+        let s = if lo == b * k {
+            // The window is its block: the block's whole prefix, which the windows before it
+            // grew to all but its last pane (so no suffix of the whole block is built).
+            self.advance_prefix::<M2>(b, k, hi, keys);
+            &none
+        } else {
+            self.build_suffixes::<M2>(b, k, keys);
+            self.advance_prefix::<M2>(b + 1, k, hi, keys);
+            &self.sliding.suffix[(lo - b * k) as usize]
+        };
+        let acc = &mut self.sliding.prefix;
+        let n = keys.len();
+        let most = acc.touched.len() + s.len();
+        out.key.reserve(most);
+        out.count.reserve(most);
+        out.cols.reserve(most * ncols);
+        let mut j = 0;
+        if most * 8 >= n {
+            // most keys have a row: walk every rank
+            for r in 0..n {
+                emit_sliding::<M2>(out, r, s, &mut j, acc, sorted, ncols);
+            }
+        } else {
+            // few rows: the prefix's ranks in order, merged with the suffix's
+            let mut touched = std::mem::take(&mut acc.touched);
+            touched.sort_unstable();
+            for &r in &touched {
+                while j < s.len() && s.rank[j] < r {
                     emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
                 }
-                acc.touched = touched;
+                emit_sliding::<M2>(out, r as usize, s, &mut j, acc, sorted, ncols);
             }
+            while j < s.len() {
+                emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
+            }
+            acc.touched = touched;
         }
         out.close_firing(from, start, end);
         if self.lateness > 0 {
