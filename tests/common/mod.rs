@@ -255,6 +255,9 @@ pub struct Run {
     pub batch: usize,
     pub pipelined: bool,
     pub key_kind: KeyKind,
+    /// Whether var/std are asked for (without them the engine keeps no second moment, and takes
+    /// merge paths of its own); rows still report all six aggregates, var/std then meaningless.
+    pub variances: bool,
 }
 
 impl Run {
@@ -266,6 +269,7 @@ impl Run {
             batch: 1000,
             pipelined: true,
             key_kind: KeyKind::Int,
+            variances: true,
         }
     }
     pub fn model_spec(&self) -> ModelSpec {
@@ -280,7 +284,11 @@ impl Run {
             window: self.spec,
             watermark_delay: Duration::from_millis(self.delay),
             allowed_lateness: Duration::from_millis(self.lateness),
-            aggregates: Aggregates::all(),
+            aggregates: if self.variances {
+                Aggregates::all()
+            } else {
+                "count,sum,min,max,mean".parse().unwrap()
+            },
             value_columns: (0..ncols).map(|c| format!("v{c}")).collect(),
             key_kind: self.key_kind,
             backend,
