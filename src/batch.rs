@@ -397,9 +397,14 @@ impl KeyDict {
 
     /// Encodes a slice of non-null integer keys into `out` (the fast path).
     pub fn encode_int_slice(&mut self, keys: &[i64], out: &mut Vec<u32>) -> Result<()> {
-        self.expect_kind(KeyKind::Int)?;
         out.reserve(keys.len());
-        for &v in keys {
+        self.encode_int_iter(keys.iter().copied(), out)
+    }
+
+    /// Encodes integer keys from any iterator into `out`.
+    pub fn encode_int_iter(&mut self, keys: impl Iterator<Item = i64>, out: &mut Vec<u32>) -> Result<()> {
+        self.expect_kind(KeyKind::Int)?;
+        for v in keys {
             let id = self.encode_int(v)?;
             out.push(id);
         }

@@ -593,7 +593,7 @@ impl Pipeline {
         &self.metrics
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if let Some(e) = &self.failed {
             return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
         }
@@ -657,7 +657,13 @@ impl Pipeline {
         b
     }
 
-    fn fill_and_push(&mut self, ts: &[i64], mut batch: EventBatch, values: &[&[f64]], t0: Instant) -> Result<()> {
+    pub(crate) fn fill_and_push(
+        &mut self,
+        ts: &[i64],
+        mut batch: EventBatch,
+        values: &[&[f64]],
+        t0: Instant,
+    ) -> Result<()> {
         if values.len() != self.config.value_columns.len() {
             return Err(Error::RaggedBatch(format!(
                 "{} value columns pushed, the pipeline has {} ({:?})",

@@ -419,15 +419,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         while local < h {
             let len = bs.min(h - local);
             let part = df.slice(local as i64, len);
-            let mut batch = pipeline.recycled_batch();
-            io::frame_to_batch_into(
-                &part,
-                &cols,
-                pipeline.keys_mut(),
-                (chunk_start + local) as u64,
-                &mut batch,
-            )?;
-            pipeline.push_encoded(batch)?;
+            pipeline.push_frame_columns(&part, &cols, (chunk_start + local) as u64)?;
             let out = pipeline.poll()?;
             writer.write(out.rows, out.ml, pipeline.keys().values())?;
             append_late(&mut late, out.late);

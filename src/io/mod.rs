@@ -957,6 +957,26 @@ pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &
         (None, _) | (_, KeyKind::None) => dict.encode_none(df.height(), out),
         (Some(k), KeyKind::Int) => {
             let c = df.column(k).map_err(Error::from)?;
+            // 32-bit keys are encoded as they are (a cast would copy the column first)
+            if c.null_count() == 0 {
+                match c.dtype() {
+                    DataType::UInt32 => {
+                        out.reserve(c.len());
+                        for arr in c.u32().map_err(Error::from)?.downcast_iter() {
+                            dict.encode_int_iter(arr.values().iter().map(|&v| v as i64), out)?;
+                        }
+                        return Ok(());
+                    }
+                    DataType::Int32 => {
+                        out.reserve(c.len());
+                        for arr in c.i32().map_err(Error::from)?.downcast_iter() {
+                            dict.encode_int_iter(arr.values().iter().map(|&v| v as i64), out)?;
+                        }
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+            }
             let c = c.cast(&DataType::Int64).map_err(Error::from)?;
             let ca = c.i64().map_err(Error::from)?;
             out.reserve(ca.len());
@@ -975,6 +995,28 @@ pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &
             dict.encode_strs(ca.iter(), out)
         }
     }
+}
+
+/// The time and value columns of `df` as slices of their own buffers, when each is one chunk
+/// without nulls of `Int64` (times) or `Float64` (values).
+fn borrowed_columns<'a>(df: &'a DataFrame, cols: &InputColumns) -> Option<(&'a [i64], Vec<&'a [f64]>)> {
+    let ts = df.column(&cols.time).ok()?;
+    if ts.dtype() != &DataType::Int64 || ts.null_count() > 0 {
+        return None;
+    }
+    let ts = ts.i64().ok()?.cont_slice().ok()?;
+    let values = cols
+        .values
+        .iter()
+        .map(|v| {
+            let c = df.column(v).ok()?;
+            if c.dtype() != &DataType::Float64 || c.null_count() > 0 {
+                return None;
+            }
+            c.f64().ok()?.cont_slice().ok()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((ts, values))
 }
 
 /// Converts a frame (or a slice of one) to an engine batch. `row_offset` is the frame's first
@@ -1271,8 +1313,40 @@ impl crate::pipeline::Pipeline {
             self.key_output = Some(key_out);
         }
         let offset = self.metrics().events_in;
-        let batch = frame_to_batch(df, &cols, self.keys_mut(), offset)?;
-        self.push_encoded(batch)
+        self.push_frame_columns(df, &cols, offset)
+    }
+
+    /// Pushes the rows of `df` (columns named by `cols`, checked by [`check_schema`]; `row_offset`
+    /// is its first row in the input, for error messages). Where the columns allow it — one
+    /// chunk each, no nulls, `Int64` times and `Float64` values — their own buffers are assigned
+    /// in place (no copy into a batch, [`crate::Pipeline::push_int_keys`]); otherwise the frame
+    /// is converted with [`frame_to_batch_into`] first.
+    pub fn push_frame_columns(&mut self, df: &DataFrame, cols: &InputColumns, row_offset: u64) -> Result<()> {
+        self.check_open()?;
+        let t0 = std::time::Instant::now();
+        let mut batch = self.recycled_batch();
+        let Some((ts, values)) = borrowed_columns(df, cols) else {
+            frame_to_batch_into(df, cols, self.keys_mut(), row_offset, &mut batch)?;
+            return self.push_encoded(batch);
+        };
+        // the same checks, in the same order, as the converting path: times, then keys
+        if let Some(i) = ts
+            .iter()
+            .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
+        {
+            return Err(Error::InvalidTimestamp {
+                column: cols.time.clone(),
+                row: row_offset + i as u64,
+                reason: format!(
+                    "{} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms",
+                    ts[i]
+                ),
+            });
+        }
+        batch.ts.clear();
+        batch.keys.clear();
+        encode_keys(df, cols.key.as_deref(), self.keys_mut(), &mut batch.keys)?;
+        self.fill_and_push(ts, batch, &values, t0)
     }
 
     /// Converts taken output to DataFrames.
@@ -1984,6 +2058,108 @@ mod tests {
         let got = ParquetReader::new(File::open(&empty).unwrap()).finish().unwrap();
         assert_eq!(got.height(), 0);
         assert_eq!(got.schema(), df.schema());
+    }
+
+    /// Runs `frames` through a pipeline, pushed with `push_frame` (the in-place path where the
+    /// columns allow it) or converted to batches first; all output rows and late events.
+    fn frame_run(frames: &[DataFrame], window: &str, in_place: bool) -> (WindowRows, Vec<u64>) {
+        let mut p = crate::Pipeline::builder()
+            .window(window.parse().unwrap())
+            .watermark_delay(crate::Duration::from_millis(100))
+            .aggregates("count,sum,min,max,mean".parse().unwrap())
+            .backend(crate::backend::BackendChoice::Cpu)
+            .batch_size(700)
+            .build()
+            .unwrap();
+        let cols = InputColumns {
+            time: "ts".into(),
+            key: Some("key".into()),
+            values: vec!["value".into()],
+        };
+        let (mut rows, mut late) = (vec![], vec![]);
+        for df in frames {
+            if in_place {
+                p.push_frame(df).unwrap();
+            } else {
+                let offset = p.metrics().events_in;
+                let b = frame_to_batch(df, &cols, p.keys_mut(), offset).unwrap();
+                p.push_encoded(b).unwrap();
+            }
+            let out = p.poll().unwrap();
+            rows.push(out.rows);
+            late.extend(out.late.row);
+        }
+        let out = p.finish().unwrap();
+        rows.push(out.rows);
+        late.extend(out.late.row);
+        (WindowRows::concat(&mut rows, 1), late)
+    }
+
+    #[test]
+    fn frames_pushed_in_place_equal_converted_batches() {
+        let n = 5000;
+        let ts: Vec<i64> = (0..n as i64).map(|i| i - (i * 7919 % 13) * 120).collect();
+        let key: Vec<u32> = (0..n as u32).map(|i| i * 31 % 17).collect();
+        let value: Vec<f64> = (0..n).map(|i| (i % 101) as f64 - 50.0).collect();
+        let plain = df!("ts" => &ts, "key" => &key, "value" => &value).unwrap();
+        let mut with_nan = value.clone();
+        with_nan[10] = f64::NAN;
+        let nan = df!("ts" => &ts, "key" => &key, "value" => &with_nan).unwrap();
+        let opt: Vec<Option<f64>> = value
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i % 9 != 0).then_some(v))
+            .collect();
+        let nulls = df!("ts" => &ts, "key" => &key, "value" => &opt).unwrap();
+        let wide = df!("ts" => &ts, "key" => key.iter().map(|&k| k as i64 - 8).collect::<Vec<_>>(), "value" => &value)
+            .unwrap();
+        // two chunks per column: not one slice
+        let mut chunked = plain.slice(0, 2000);
+        chunked.vstack_mut(&plain.slice(2000, 3000)).unwrap();
+        for window in ["tumble:500ms", "hop:1s:250ms"] {
+            for frame in [&plain, &nan, &nulls, &wide, &chunked] {
+                // several frames, each cut in batches of the pipeline's size
+                let frames = [frame.slice(0, 1800), frame.slice(1800, 3200)];
+                let (want_rows, want_late) = frame_run(&frames, window, false);
+                let (got_rows, got_late) = frame_run(&frames, window, true);
+                assert!(
+                    want_rows.len() > 50 && !want_late.is_empty(),
+                    "{window}: the data must fire and be late"
+                );
+                assert_eq!(got_late, want_late, "{window}");
+                assert_eq!(got_rows.key, want_rows.key, "{window}");
+                assert_eq!(got_rows.start, want_rows.start, "{window}");
+                assert_eq!(got_rows.count, want_rows.count, "{window}");
+                // NaN is not equal to itself: compare the partials' bits
+                let bits = |r: &WindowRows| {
+                    r.cols
+                        .iter()
+                        .map(|c| bytemuck::bytes_of(c).to_vec())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&got_rows), bits(&want_rows), "{window}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_time_in_a_frame_names_its_column_and_input_row() {
+        let mut p = crate::Pipeline::builder()
+            .window("tumble:1s".parse().unwrap())
+            .backend(crate::backend::BackendChoice::Cpu)
+            .build()
+            .unwrap();
+        let cols = InputColumns {
+            time: "when".into(),
+            key: Some("key".into()),
+            values: vec!["value".into()],
+        };
+        let df = df!("when" => [5i64, 6, i64::MAX], "key" => [1u32, 2, 3], "value" => [1.0, 2.0, 3.0]).unwrap();
+        let e = p.push_frame_columns(&df, &cols, 1000).unwrap_err().to_string();
+        assert!(e.contains("when") && e.contains("1002"), "{e}");
+        // nothing of the frame was applied: its keys were not even encoded
+        assert_eq!(p.keys().len(), 0);
+        assert_eq!(p.metrics().events_in, 0);
     }
 
     #[test]
