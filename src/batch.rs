@@ -296,7 +296,8 @@ impl KeyOrder {
             // Every id is written and the cursor moves on only past present ones: no branch on
             // `present`, which is close to a coin toss when a pane holds about half the keys.
             ids.clear();
-            ids.resize(n + 1, 0);
+            // (id `r` is written at position `m <= r`)
+            ids.resize(n, 0);
             let mut m = 0;
             for &id in &self.sorted {
                 ids[m] = id;

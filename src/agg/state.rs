@@ -146,9 +146,10 @@ impl ColPartial {
         self.n += other.n;
     }
 
-    /// `combine_with::<false>` without branches (count, sum, min, max; `m2` untouched),
-    /// for hot merge loops where whether `self` is still the identity is unpredictable. The
-    /// identity needs no special case: `0 + x`, `min(MAX, k)` and `max(0, k)` are exact.
+    /// `combine_with::<false>` without branches (count, sum, min, max; `m2` untouched, so it
+    /// stays the identity's 0 when `self` was the identity), for hot merge loops where whether
+    /// `self` is still the identity is unpredictable. The identity needs no special case:
+    /// `0 + x`, `min(MAX, k)` and `max(0, k)` are exact (a sum of `-0.0` becomes `+0.0`).
     #[inline(always)]
     pub fn combine_branchless(&mut self, other: &ColPartial) {
         self.n += other.n;

@@ -830,8 +830,8 @@ fn or_zero(v: u64, keep: bool) -> u64 {
     std::hint::select_unpredictable(keep, v, 0)
 }
 
-/// Grows `v` to at least `n` elements (it is never shrunk here: rows beyond the ones written are
-/// cut off after a merge, so a buffer refilled with about as many rows is barely touched twice).
+/// Grows `v` to at least `n` elements for rows written by position; the caller truncates it to
+/// the rows written, so a buffer refilled with about as many rows is grown by only a few.
 #[inline(always)]
 fn grow<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) {
     if v.len() < n {
@@ -868,22 +868,25 @@ fn merge_dense_one(a: (&[u32], &[u64], &[ColPartial]), b: &OrderedRows, sorted: 
         i += ka as usize;
         j += kb as usize;
     }
-    debug_assert!(i == ak.len() && j == b.len(), "every row has a rank in `sorted`");
+    // (a row whose key had no rank would stop its side's cursor and drop every row after it)
+    assert!(i == ak.len() && j == b.len(), "every row has a rank in `sorted`");
     dst.rank.truncate(m);
     dst.count.truncate(m);
     dst.cols.truncate(m);
 }
 
-/// The rows of a sliding window without variances for one value column, when most keys have
-/// one: every rank's suffix row (if any) merged with the dense prefix without a branch on which
-/// keys the suffix holds. Whether a rank has a row at all is a branch, predictable as the walk is
-/// taken when most ranks do (pushing every row and cutting it off again was 4% slower).
+/// The rows of a sliding window without variances for one value column, when the suffix and the
+/// prefix hold rows for at least an eighth of the keys: every rank's suffix row (if any) merged
+/// with the dense prefix without a branch on which keys the suffix holds. Whether a rank has a
+/// row at all is a branch: predictable when nearly every rank has one (a uniform hop window), a
+/// coin toss near the eighth (pushing every row and cutting it off again was 4% slower on
+/// uniform keys and no faster on Zipf keys).
 #[inline(never)]
 fn emit_dense_one(out: &mut WindowRows, s: &OrderedRows, acc: &Accumulator, sorted: &[u32]) {
     let n = sorted.len();
-    out.key.reserve(n + 1);
-    out.count.reserve(n + 1);
-    out.cols.reserve(n + 1);
+    out.key.reserve(n);
+    out.count.reserve(n);
+    out.cols.reserve(n);
     let slast = s.len().saturating_sub(1);
     let mut j = 0;
     for (r, &id) in sorted.iter().enumerate() {
@@ -901,6 +904,7 @@ fn emit_dense_one(out: &mut WindowRows, s: &OrderedRows, acc: &Accumulator, sort
         }
         j += ks as usize;
     }
+    assert_eq!(j, s.len(), "every suffix row has a rank in `sorted`");
 }
 
 /// Buffers re-used when a pane is put in key order.
@@ -1569,6 +1573,102 @@ mod direct_tests {
     use crate::backend::reference::ReferenceBackend;
     use crate::batch::{KeyDict, KeyKind};
 
+    /// The dense walks of one value column give the rows of the branchy merge and emit, on random
+    /// key subsets from a single row to every key, ranks missing at either end, and destination
+    /// buffers left longer or shorter by the case before.
+    #[test]
+    fn dense_walks_equal_the_branchy_merge_and_emit() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let part = |p: &ColPartial| (p.n, p.sum, p.min, p.max);
+        let (mut got, mut want) = (OrderedRows::default(), OrderedRows::default());
+        let (mut got_out, mut want_out) = (WindowRows::new(1), WindowRows::new(1));
+        for case in 0..400 {
+            let n = 1 + (next() % 70) as usize;
+            // ids in first-seen order, key values shuffled: rank order is not id order
+            let mut dict = KeyDict::new(KeyKind::Int);
+            while dict.len() < n {
+                dict.encode_int((next() % 10_000) as i64).unwrap();
+            }
+            let mut order = KeyOrder::default();
+            order.update(dict.values());
+            let sorted = order.sorted().to_vec();
+            // each side keeps a rank with its own probability (from almost none to all)
+            fn side(next: &mut impl FnMut() -> u64, n: usize, p: u64) -> Vec<usize> {
+                let mut ranks: Vec<usize> = (0..n).filter(|_| next() % 100 < p).collect();
+                if ranks.is_empty() {
+                    ranks.push((next() % n as u64) as usize);
+                }
+                ranks
+            }
+            let probs = [3, 50, 97, 100];
+            let (pa, pb) = (probs[case % 4], probs[(case / 4) % 4]);
+            let row = |r: usize, salt: u64| {
+                let mut c = ColPartial::of::<false>((r as u64 * 7 + salt) as f64 - 300.0);
+                c.push::<false>((salt % 13) as f64);
+                (2 + salt % 3, c)
+            };
+            let (mut ak, mut ac, mut acols) = (vec![], vec![], vec![]);
+            for r in side(&mut next, n, pa) {
+                let (c, p) = row(r, next() % 1000);
+                ak.push(sorted[r]);
+                ac.push(c);
+                acols.push(p);
+            }
+            let mut b = OrderedRows::default();
+            for r in side(&mut next, n, pb) {
+                let (c, p) = row(r, next() % 1000);
+                push_row(&mut b, r as u32, c, &[p]);
+            }
+            merge_ordered::<false>((&ak, &ac, &acols), &b, &order, 1, &mut want);
+            merge_dense_one((&ak, &ac, &acols), &b, &sorted, &mut got);
+            let what = format!("case {case}: {n} keys, {} and {} rows", ak.len(), b.len());
+            assert_eq!(got.rank, want.rank, "{what}");
+            assert_eq!(got.count, want.count, "{what}");
+            assert_eq!(
+                got.cols.iter().map(part).collect::<Vec<_>>(),
+                want.cols.iter().map(part).collect::<Vec<_>>(),
+                "{what}"
+            );
+
+            // a window: suffix `b` (or none, a block-aligned window) and a dense prefix
+            let mut acc = Accumulator {
+                count: vec![0; n],
+                cols: vec![ColPartial::IDENTITY; n],
+                ..Default::default()
+            };
+            for r in side(&mut next, n, probs[(case / 16) % 4]) {
+                let (c, p) = row(r, next() % 1000);
+                acc.count[r] = c;
+                acc.cols[r] = p;
+                acc.touched.push(r as u32);
+            }
+            let s = if case % 5 == 0 { OrderedRows::default() } else { b };
+            for out in [&mut got_out, &mut want_out] {
+                out.clear();
+                // rows of an earlier window stay in front of the new ones
+                out.push(7, 0, 1, 0, 1, &[ColPartial::of::<false>(1.0)], 0);
+            }
+            emit_dense_one(&mut got_out, &s, &acc, &sorted);
+            let mut j = 0;
+            for r in 0..n {
+                emit_sliding::<false>(&mut want_out, r, &s, &mut j, &acc, &sorted, 1);
+            }
+            assert_eq!(got_out.key, want_out.key, "{what}: window keys");
+            assert_eq!(got_out.count, want_out.count, "{what}: window counts");
+            assert_eq!(
+                got_out.cols.iter().map(part).collect::<Vec<_>>(),
+                want_out.cols.iter().map(part).collect::<Vec<_>>(),
+                "{what}: window partials"
+            );
+        }
+    }
+
     /// Disordered events with stragglers far behind the watermark, integer values (sums are
     /// exact in any order), keys whose ids are not in value order.
     fn data(n: usize, nkeys: u64) -> (Vec<i64>, Vec<u32>, Vec<Vec<f64>>, KeyDict) {
@@ -1687,8 +1787,9 @@ mod direct_tests {
 
     #[test]
     fn sliding_prefixes_and_suffixes_equal_merging_every_pane() {
-        // 23 keys: dense windows (every rank walked); thousands: sparse ones (ranks sorted)
-        for nkeys in [23, 50_000] {
+        // 23 keys: dense windows (every rank walked); 150: panes with about half the keys (the
+        // dense merges' coin toss); thousands: sparse windows (merges, most ranks sorted)
+        for nkeys in [23, 150, 50_000] {
             for layout in [
                 PaneLayout::new(300, 100, 0),
                 PaneLayout::new(250, 100, 30),
