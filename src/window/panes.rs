@@ -1706,6 +1706,7 @@ mod direct_tests {
         run_with(layout, lateness, batch, direct, m2, 23, true, 2)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_with(
         layout: PaneLayout,
         lateness: i64,
