@@ -184,6 +184,38 @@ fn a_single_event() {
     assert_eq!(res.rows.len(), 10, "one event is in 10 hop windows");
 }
 
+/// A session that fired at the exact watermark bound is purged (no allowed lateness): an on-time
+/// event that touches it, arriving with the largest disorder the delay allows, starts a new session
+/// (DESIGN.md §3, as Flink with a per-event watermark). One more millisecond of delay keeps the
+/// session until that event and merges them, as a batch engine does (the peer workload's Q3).
+#[test]
+fn a_touching_event_after_its_session_fired_starts_a_new_one() {
+    // key 1 at 1000 (session [1000, 1100)); key 2 at 1600 moves the watermark to 1600 - 500 - 1 =
+    // 1099, which fires and purges it; key 1 at 1100 touches it, 500 ms behind the maximum
+    let data = Data {
+        ts: vec![1000, 1600, 1100],
+        key: vec![1, 2, 1],
+        values: vec![vec![1.0, 2.0, 3.0]],
+    };
+    for (delay, sessions) in [
+        (500, vec![(1000, 1100, 1), (1100, 1200, 1)]),
+        (501, vec![(1000, 1200, 2)]),
+    ] {
+        let run = Run::new("session:100ms", delay, 0);
+        check(&format!("session after firing, delay {delay}"), &data, &run);
+        for (b, _, _) in backends() {
+            let res = run_backend(&data, &run, b);
+            assert!(res.late.is_empty(), "delay {delay} on {b}: no event is late");
+            let key1: Vec<(i64, i64, u64)> = final_view(&res, true)
+                .iter()
+                .filter(|r| r.key == Some(1))
+                .map(|r| (r.start, r.end, r.count))
+                .collect();
+            assert_eq!(key1, sessions, "delay {delay} on {b}");
+        }
+    }
+}
+
 #[test]
 fn empty_windows_between_bursts() {
     let data = stream(&Shape {
