@@ -158,6 +158,31 @@ impl ColPartial {
         self.max = self.max.max(other.max);
     }
 
+    /// [`Self::combine_with`] keeping the second moment, without branches: as exact as it when
+    /// both sides have values (the same operations in the same order), and the other side
+    /// unchanged when one is the identity (its mean is taken over at least one value and the
+    /// cross term is chosen away, so even an infinite mean leaves no NaN behind).
+    #[inline(always)]
+    pub fn combine_branchless_m2(&mut self, other: &ColPartial) {
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        let delta = other.sum / nb.max(1.0) - self.sum / na.max(1.0);
+        let cross = delta * delta * (na * nb / n.max(1.0));
+        let cross = std::hint::select_unpredictable(self.n != 0 && other.n != 0, cross, 0.0);
+        self.m2 += other.m2 + cross;
+        self.combine_branchless(other);
+    }
+
+    /// [`Self::combine_branchless`], with the second moment when `M2`.
+    #[inline(always)]
+    pub fn combine_dense<const M2: bool>(&mut self, other: &ColPartial) {
+        if M2 {
+            self.combine_branchless_m2(other);
+        } else {
+            self.combine_branchless(other);
+        }
+    }
+
     /// The partial of a slice of values, computed directly (two-pass mean/M2); used by the
     /// reference backend as an independent numerical path.
     pub fn from_values(values: &[f64]) -> ColPartial {
@@ -195,6 +220,34 @@ mod tests {
             bytemuck::bytes_of(&pushed),
             "{v}"
         );
+    }
+
+    /// The branch-free combine with second moments is the branchy one bit for bit, for either
+    /// side empty, both, and values whose squared mean overflows (no NaN from the empty side).
+    #[test]
+    fn branch_free_second_moment_combine_is_the_branchy_one() {
+        let of = |vals: &[f64]| {
+            let mut p = ColPartial::IDENTITY;
+            for &v in vals {
+                p.push::<true>(v);
+            }
+            p
+        };
+        let sides = [
+            of(&[]),
+            of(&[3.5]),
+            of(&[1.0, -2.25, 7.0]),
+            of(&[1e200, 1e200]),
+            of(&[-0.5, 1e-300, 42.0, 42.0]),
+        ];
+        for a in &sides {
+            for b in &sides {
+                let (mut want, mut got) = (*a, *a);
+                want.combine_with::<true>(b);
+                got.combine_branchless_m2(b);
+                assert_eq!(bytemuck::bytes_of(&got), bytemuck::bytes_of(&want), "{a:?} + {b:?}");
+            }
+        }
     }
 
     #[test]

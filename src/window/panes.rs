@@ -839,14 +839,20 @@ fn grow<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) {
     }
 }
 
-/// [`merge_ordered`] for one value column without variances, when the two sides together hold
+/// [`merge_ordered`] for one value column, when the two sides together hold
 /// at least as many rows as there are keys: a walk over every rank, both cursors moved by
 /// comparisons rather than branches (which side has the next key is close to a coin toss for
 /// keys spread evenly over panes). Rows are written by position, the position moved on only past
 /// kept rows. With fewer rows the walk over every rank costs more than the mispredicted merge
-/// (Zipf keys: a threshold of half the keys made the window store 15-20% slower).
+/// (Zipf keys: a threshold of half the keys made the window store 15-20% slower). With `M2` the
+/// second moment is combined without a branch too ([`ColPartial::combine_branchless_m2`]).
 #[inline(never)]
-fn merge_dense_one(a: (&[u32], &[u64], &[ColPartial]), b: &OrderedRows, sorted: &[u32], dst: &mut OrderedRows) {
+fn merge_dense_one<const M2: bool>(
+    a: (&[u32], &[u64], &[ColPartial]),
+    b: &OrderedRows,
+    sorted: &[u32],
+    dst: &mut OrderedRows,
+) {
     let (ak, ac, acols) = a;
     let cap = (ak.len() + b.len()).min(sorted.len()) + 1;
     grow(&mut dst.rank, cap, 0);
@@ -860,7 +866,7 @@ fn merge_dense_one(a: (&[u32], &[u64], &[ColPartial]), b: &OrderedRows, sorted: 
         let ka = ak[ii] == id;
         let kb = b.rank[jj] == r as u32;
         let mut p = or_identity(&acols[ii], ka);
-        p.combine_branchless(&or_identity(&b.cols[jj], kb));
+        p.combine_dense::<M2>(&or_identity(&b.cols[jj], kb));
         rank[m] = r as u32;
         count[m] = or_zero(ac[ii], ka) + or_zero(b.count[jj], kb);
         cols[m] = p;
@@ -875,14 +881,14 @@ fn merge_dense_one(a: (&[u32], &[u64], &[ColPartial]), b: &OrderedRows, sorted: 
     dst.cols.truncate(m);
 }
 
-/// The rows of a sliding window without variances for one value column, when the suffix and the
+/// The rows of a sliding window for one value column (with or without variances), when the suffix and the
 /// prefix hold rows for at least an eighth of the keys: every rank's suffix row (if any) merged
 /// with the dense prefix without a branch on which keys the suffix holds. Whether a rank has a
 /// row at all is a branch: predictable when nearly every rank has one (a uniform hop window), a
 /// coin toss near the eighth (pushing every row and cutting it off again was 4% slower on
 /// uniform keys and no faster on Zipf keys).
 #[inline(never)]
-fn emit_dense_one(out: &mut WindowRows, s: &OrderedRows, acc: &Accumulator, sorted: &[u32]) {
+fn emit_dense_one<const M2: bool>(out: &mut WindowRows, s: &OrderedRows, acc: &Accumulator, sorted: &[u32]) {
     let n = sorted.len();
     out.key.reserve(n);
     out.count.reserve(n);
@@ -895,7 +901,7 @@ fn emit_dense_one(out: &mut WindowRows, s: &OrderedRows, acc: &Accumulator, sort
         let sc = s.count.get(jj).copied().unwrap_or(0);
         let sp = s.cols.get(jj).copied().unwrap_or(ColPartial::IDENTITY);
         let mut p = or_identity(&sp, ks);
-        p.combine_branchless(&acc.cols[r]);
+        p.combine_dense::<M2>(&acc.cols[r]);
         let c = or_zero(sc, ks) + acc.count[r];
         if c != 0 {
             out.key.push(id);
@@ -1245,8 +1251,8 @@ impl PaneStore {
                     let pane = &self.slab[pi];
                     let rows = (&pane.keys[..], &pane.count[..], &pane.cols[..]);
                     let both = !pane.keys.is_empty() && !next.rank.is_empty();
-                    if !M2 && ncols == 1 && both && pane.keys.len() + next.len() >= keys.len() {
-                        merge_dense_one(rows, next, keys.sorted(), &mut dst);
+                    if ncols == 1 && both && pane.keys.len() + next.len() >= keys.len() {
+                        merge_dense_one::<M2>(rows, next, keys.sorted(), &mut dst);
                     } else {
                         merge_ordered::<M2>(rows, next, keys, ncols, &mut dst);
                     }
@@ -1331,8 +1337,8 @@ impl PaneStore {
         out.count.reserve(most);
         out.cols.reserve(most * ncols);
         let mut j = 0;
-        if !M2 && ncols == 1 && most * 8 >= n {
-            emit_dense_one(out, s, acc, sorted);
+        if ncols == 1 && most * 8 >= n {
+            emit_dense_one::<M2>(out, s, acc, sorted);
         } else if most * 8 >= n {
             // most keys have a row: walk every rank
             for r in 0..n {
@@ -1578,6 +1584,11 @@ mod direct_tests {
     /// buffers left longer or shorter by the case before.
     #[test]
     fn dense_walks_equal_the_branchy_merge_and_emit() {
+        dense_walks_case::<false>();
+        dense_walks_case::<true>();
+    }
+
+    fn dense_walks_case<const M2: bool>() {
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move || {
             x ^= x << 13;
@@ -1585,7 +1596,8 @@ mod direct_tests {
             x ^= x << 17;
             x
         };
-        let part = |p: &ColPartial| (p.n, p.sum, p.min, p.max);
+        // (without variances `m2` is not kept, and not compared)
+        let part = |p: &ColPartial| (p.n, p.sum, p.min, p.max, if M2 { p.m2.to_bits() } else { 0 });
         let (mut got, mut want) = (OrderedRows::default(), OrderedRows::default());
         let (mut got_out, mut want_out) = (WindowRows::new(1), WindowRows::new(1));
         for case in 0..400 {
@@ -1609,8 +1621,8 @@ mod direct_tests {
             let probs = [3, 50, 97, 100];
             let (pa, pb) = (probs[case % 4], probs[(case / 4) % 4]);
             let row = |r: usize, salt: u64| {
-                let mut c = ColPartial::of::<false>((r as u64 * 7 + salt) as f64 - 300.0);
-                c.push::<false>((salt % 13) as f64);
+                let mut c = ColPartial::of::<M2>((r as u64 * 7 + salt) as f64 - 300.0);
+                c.push::<M2>((salt % 13) as f64 * 0.37);
                 (2 + salt % 3, c)
             };
             let (mut ak, mut ac, mut acols) = (vec![], vec![], vec![]);
@@ -1625,9 +1637,9 @@ mod direct_tests {
                 let (c, p) = row(r, next() % 1000);
                 push_row(&mut b, r as u32, c, &[p]);
             }
-            merge_ordered::<false>((&ak, &ac, &acols), &b, &order, 1, &mut want);
-            merge_dense_one((&ak, &ac, &acols), &b, &sorted, &mut got);
-            let what = format!("case {case}: {n} keys, {} and {} rows", ak.len(), b.len());
+            merge_ordered::<M2>((&ak, &ac, &acols), &b, &order, 1, &mut want);
+            merge_dense_one::<M2>((&ak, &ac, &acols), &b, &sorted, &mut got);
+            let what = format!("m2 {M2} case {case}: {n} keys, {} and {} rows", ak.len(), b.len());
             assert_eq!(got.rank, want.rank, "{what}");
             assert_eq!(got.count, want.count, "{what}");
             assert_eq!(
@@ -1652,12 +1664,12 @@ mod direct_tests {
             for out in [&mut got_out, &mut want_out] {
                 out.clear();
                 // rows of an earlier window stay in front of the new ones
-                out.push(7, 0, 1, 0, 1, &[ColPartial::of::<false>(1.0)], 0);
+                out.push(7, 0, 1, 0, 1, &[ColPartial::of::<M2>(1.0)], 0);
             }
-            emit_dense_one(&mut got_out, &s, &acc, &sorted);
+            emit_dense_one::<M2>(&mut got_out, &s, &acc, &sorted);
             let mut j = 0;
             for r in 0..n {
-                emit_sliding::<false>(&mut want_out, r, &s, &mut j, &acc, &sorted, 1);
+                emit_sliding::<M2>(&mut want_out, r, &s, &mut j, &acc, &sorted, 1);
             }
             assert_eq!(got_out.key, want_out.key, "{what}: window keys");
             assert_eq!(got_out.count, want_out.count, "{what}: window counts");
