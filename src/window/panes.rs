@@ -720,6 +720,8 @@ struct Sliding {
     prefix_last: i64,
     /// The prefix, indexed by key rank (count 0 = no row).
     prefix: Accumulator,
+    /// A window's rows before they are appended to the output.
+    emitted: OrderedRows,
 }
 
 /// Windows of at most this many panes use [`Sliding`]; longer ones merge their panes directly
@@ -881,20 +883,29 @@ fn merge_dense_one<const M2: bool>(
     dst.cols.truncate(m);
 }
 
-/// The rows of a sliding window for one value column (with or without variances), when the suffix and the
-/// prefix hold rows for at least an eighth of the keys: every rank's suffix row (if any) merged
-/// with the dense prefix without a branch on which keys the suffix holds. Whether a rank has a
-/// row at all is a branch: predictable when nearly every rank has one (a uniform hop window), a
-/// coin toss near the eighth (pushing every row and cutting it off again was 4% slower on
-/// uniform keys and no faster on Zipf keys).
+/// The rows of a sliding window for one value column (with or without variances), when the
+/// suffix and the prefix hold rows for at least an eighth of the keys: every rank's suffix row
+/// (if any) merged with the dense prefix without a branch on which keys the suffix holds. Rows
+/// are written by position into `rows` (key ids in its `rank`), the position moved on past ranks
+/// with events, and then appended to `out` in one copy per column: pushing each row onto `out`
+/// behind a branch on whether the rank has one cost a quarter more of the store's time (Zipf keys),
+/// pushing every row and cutting it off again more still.
 #[inline(never)]
-fn emit_dense_one<const M2: bool>(out: &mut WindowRows, s: &OrderedRows, acc: &Accumulator, sorted: &[u32]) {
+fn emit_dense_one<const M2: bool>(
+    out: &mut WindowRows,
+    s: &OrderedRows,
+    acc: &Accumulator,
+    sorted: &[u32],
+    rows: &mut OrderedRows,
+) {
     let n = sorted.len();
-    out.key.reserve(n);
-    out.count.reserve(n);
-    out.cols.reserve(n);
+    // rows written by position into `rows` (key ids in `rank`), then appended to `out`
+    grow(&mut rows.rank, n, 0);
+    grow(&mut rows.count, n, 0);
+    grow(&mut rows.cols, n, ColPartial::IDENTITY);
+    let (key, count, cols) = (&mut rows.rank[..n], &mut rows.count[..n], &mut rows.cols[..n]);
     let slast = s.len().saturating_sub(1);
-    let mut j = 0;
+    let (mut j, mut m) = (0, 0);
     for (r, &id) in sorted.iter().enumerate() {
         let jj = j.min(slast);
         let ks = s.rank.get(jj) == Some(&(r as u32));
@@ -903,14 +914,16 @@ fn emit_dense_one<const M2: bool>(out: &mut WindowRows, s: &OrderedRows, acc: &A
         let mut p = or_identity(&sp, ks);
         p.combine_dense::<M2>(&acc.cols[r]);
         let c = or_zero(sc, ks) + acc.count[r];
-        if c != 0 {
-            out.key.push(id);
-            out.count.push(c);
-            out.cols.push(p);
-        }
+        key[m] = id;
+        count[m] = c;
+        cols[m] = p;
+        m += (c != 0) as usize;
         j += ks as usize;
     }
     assert_eq!(j, s.len(), "every suffix row has a rank in `sorted`");
+    out.key.extend_from_slice(&key[..m]);
+    out.count.extend_from_slice(&count[..m]);
+    out.cols.extend_from_slice(&cols[..m]);
 }
 
 /// Buffers re-used when a pane is put in key order.
@@ -1338,7 +1351,7 @@ impl PaneStore {
         out.cols.reserve(most * ncols);
         let mut j = 0;
         if ncols == 1 && most * 8 >= n {
-            emit_dense_one::<M2>(out, s, acc, sorted);
+            emit_dense_one::<M2>(out, s, acc, sorted, &mut self.sliding.emitted);
         } else if most * 8 >= n {
             // most keys have a row: walk every rank
             for r in 0..n {
@@ -1600,6 +1613,7 @@ mod direct_tests {
         let part = |p: &ColPartial| (p.n, p.sum, p.min, p.max, if M2 { p.m2.to_bits() } else { 0 });
         let (mut got, mut want) = (OrderedRows::default(), OrderedRows::default());
         let (mut got_out, mut want_out) = (WindowRows::new(1), WindowRows::new(1));
+        let mut emitted = OrderedRows::default();
         for case in 0..400 {
             let n = 1 + (next() % 70) as usize;
             // ids in first-seen order, key values shuffled: rank order is not id order
@@ -1666,7 +1680,7 @@ mod direct_tests {
                 // rows of an earlier window stay in front of the new ones
                 out.push(7, 0, 1, 0, 1, &[ColPartial::of::<M2>(1.0)], 0);
             }
-            emit_dense_one::<M2>(&mut got_out, &s, &acc, &sorted);
+            emit_dense_one::<M2>(&mut got_out, &s, &acc, &sorted, &mut emitted);
             let mut j = 0;
             for r in 0..n {
                 emit_sliding::<M2>(&mut want_out, r, &s, &mut j, &acc, &sorted, 1);
