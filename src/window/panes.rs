@@ -721,7 +721,7 @@ struct Sliding {
     /// The prefix, indexed by key rank (count 0 = no row).
     prefix: Accumulator,
     /// A window's rows before they are appended to the output.
-    emitted: OrderedRows,
+    emitted: PaneScratch,
 }
 
 /// Windows of at most this many panes use [`Sliding`]; longer ones merge their panes directly
@@ -886,7 +886,7 @@ fn merge_dense_one<const M2: bool>(
 /// The rows of a sliding window for one value column (with or without variances), when the
 /// suffix and the prefix hold rows for at least an eighth of the keys: every rank's suffix row
 /// (if any) merged with the dense prefix without a branch on which keys the suffix holds. Rows
-/// are written by position into `rows` (key ids in its `rank`), the position moved on past ranks
+/// are written by position into `rows`, the position moved on past ranks
 /// with events, and then appended to `out` in one copy per column: pushing each row onto `out`
 /// behind a branch on whether the rank has one cost a quarter more of the store's time (Zipf keys),
 /// pushing every row and cutting it off again more still.
@@ -896,14 +896,13 @@ fn emit_dense_one<const M2: bool>(
     s: &OrderedRows,
     acc: &Accumulator,
     sorted: &[u32],
-    rows: &mut OrderedRows,
+    rows: &mut PaneScratch,
 ) {
     let n = sorted.len();
-    // rows written by position into `rows` (key ids in `rank`), then appended to `out`
-    grow(&mut rows.rank, n, 0);
+    grow(&mut rows.keys, n, 0);
     grow(&mut rows.count, n, 0);
     grow(&mut rows.cols, n, ColPartial::IDENTITY);
-    let (key, count, cols) = (&mut rows.rank[..n], &mut rows.count[..n], &mut rows.cols[..n]);
+    let (key, count, cols) = (&mut rows.keys[..n], &mut rows.count[..n], &mut rows.cols[..n]);
     let slast = s.len().saturating_sub(1);
     let (mut j, mut m) = (0, 0);
     for (r, &id) in sorted.iter().enumerate() {
@@ -1613,7 +1612,7 @@ mod direct_tests {
         let part = |p: &ColPartial| (p.n, p.sum, p.min, p.max, if M2 { p.m2.to_bits() } else { 0 });
         let (mut got, mut want) = (OrderedRows::default(), OrderedRows::default());
         let (mut got_out, mut want_out) = (WindowRows::new(1), WindowRows::new(1));
-        let mut emitted = OrderedRows::default();
+        let mut emitted = PaneScratch::default();
         for case in 0..400 {
             let n = 1 + (next() % 70) as usize;
             // ids in first-seen order, key values shuffled: rank order is not id order
