@@ -93,7 +93,8 @@ struct RunArgs {
     /// Value columns, comma-separated.
     #[arg(long = "value-cols", default_value = "value", value_delimiter = ',')]
     value_cols: Vec<String>,
-    /// Bounded out-of-orderness of the watermark.
+    /// Bounded out-of-orderness of the watermark (with events at most M out of order, M makes no
+    /// event late; session windows equal a batch engine's from M + 1ms, docs/SEMANTICS.md).
     #[arg(long = "watermark-delay", default_value = "500ms")]
     watermark_delay: String,
     /// How long fired windows accept late updates (as new revisions).
