@@ -434,6 +434,8 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             late_taken = late.row.len();
         }
         chunk_start += h;
+        // freed before waiting for the next chunk, so that the reader's decoding can reuse it
+        drop(df);
         next = input.next_chunk().transpose()?;
         // a CSV file's row count is an estimate until its end is reached
         pb.set_length(input.total_rows().max(chunk_start) as u64);
