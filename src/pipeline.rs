@@ -384,6 +384,25 @@ pub struct Output {
     pub ml: Option<crate::ml::MlOutput>,
 }
 
+/// Rejects times outside the supported range, naming the column and the input row of the first
+/// (`ts[0]` is row `first_row`).
+pub(crate) fn check_timestamps(ts: &[i64], column: &str, first_row: u64) -> Result<()> {
+    match ts
+        .iter()
+        .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
+    {
+        Some(i) => Err(Error::InvalidTimestamp {
+            column: column.into(),
+            row: first_row + i as u64,
+            reason: format!(
+                "{} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms",
+                ts[i]
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// An event-time window aggregation pipeline. See [`PipelineBuilder`] for an example.
 pub struct Pipeline {
     config: PipelineConfig,
@@ -605,9 +624,7 @@ impl Pipeline {
 
     /// Pushes events whose keys are integers.
     pub fn push_int_keys(&mut self, ts: &[i64], keys: &[i64], values: &[&[f64]]) -> Result<()> {
-        self.check_open()?;
-        let t0 = Instant::now();
-        let mut batch = self.recycled_batch();
+        let (t0, mut batch) = self.begin_push(ts, "ts", self.metrics.events_in)?;
         if keys.len() != ts.len() {
             return Err(Error::RaggedBatch(format!(
                 "ts has {} rows, keys {}",
@@ -621,9 +638,7 @@ impl Pipeline {
 
     /// Pushes events whose keys are strings (`None` = null key).
     pub fn push_str_keys(&mut self, ts: &[i64], keys: &[Option<&str>], values: &[&[f64]]) -> Result<()> {
-        self.check_open()?;
-        let t0 = Instant::now();
-        let mut batch = self.recycled_batch();
+        let (t0, mut batch) = self.begin_push(ts, "ts", self.metrics.events_in)?;
         if keys.len() != ts.len() {
             return Err(Error::RaggedBatch(format!(
                 "ts has {} rows, keys {}",
@@ -637,9 +652,7 @@ impl Pipeline {
 
     /// Pushes events without keys (one global group).
     pub fn push_unkeyed(&mut self, ts: &[i64], values: &[&[f64]]) -> Result<()> {
-        self.check_open()?;
-        let t0 = Instant::now();
-        let mut batch = self.recycled_batch();
+        let (t0, mut batch) = self.begin_push(ts, "ts", self.metrics.events_in)?;
         self.dict.encode_none(ts.len(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, values, t0)
     }
@@ -657,6 +670,17 @@ impl Pipeline {
         b
     }
 
+    /// The start of a push of the caller's slices: the pipeline is open and the times (column
+    /// `column`, the first at input row `first_row`) are in range, checked before any key is
+    /// encoded so that a rejected push changes nothing; then the push's clock and a batch.
+    pub(crate) fn begin_push(&mut self, ts: &[i64], column: &str, first_row: u64) -> Result<(Instant, EventBatch)> {
+        self.check_open()?;
+        check_timestamps(ts, column, first_row)?;
+        Ok((Instant::now(), self.recycled_batch()))
+    }
+
+    /// Pushes `ts` (checked by [`Self::begin_push`]) with `batch`'s encoded keys and `values`:
+    /// assigned where they lie when the direct mode allows it, else copied into `batch`.
     pub(crate) fn fill_and_push(
         &mut self,
         ts: &[i64],
@@ -689,6 +713,7 @@ impl Pipeline {
             ingest_values(v, None, out);
         }
         self.metrics.ingest_s += t0.elapsed().as_secs_f64();
+        // (checked whole again, which also finds value columns of the wrong length)
         self.push_encoded(batch)
     }
 
@@ -711,7 +736,7 @@ impl Pipeline {
                 batch.keys[bad]
             )));
         }
-        self.check_timestamps(&batch.ts)?;
+        check_timestamps(&batch.ts, "ts", self.metrics.events_in)?;
         let n = batch.len();
         let bs = self.batch_size;
         if n <= bs {
@@ -731,28 +756,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Rejects a batch with a timestamp outside the supported range (naming its input row).
-    fn check_timestamps(&self, ts: &[i64]) -> Result<()> {
-        match ts
-            .iter()
-            .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
-        {
-            Some(i) => Err(Error::InvalidTimestamp {
-                column: "ts".into(),
-                row: self.metrics.events_in + i as u64,
-                reason: format!(
-                    "{} ms is outside the supported range of ±{} ms",
-                    ts[i], MAX_ABS_TIMESTAMP_MS
-                ),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Pushes events the caller owns without copying them (direct mode, values without NaN or
-    /// null markers, keys just encoded by this pipeline's dictionary), in micro-batches.
+    /// Pushes events the caller owns without copying them (direct mode, times checked, values
+    /// without NaN or null markers, keys just encoded by this pipeline's dictionary), in
+    /// micro-batches.
     fn push_borrowed(&mut self, ts: &[i64], keys: &[u32], values: &[&[f64]]) -> Result<()> {
-        self.check_timestamps(ts)?;
         let mut lo = 0;
         while lo < ts.len() {
             let hi = (lo + self.batch_size).min(ts.len());

@@ -866,8 +866,6 @@ pub fn timestamps_into(c: &Column, name: &str, row_offset: u64, out: &mut Vec<i6
         row: row_offset + row as u64,
         reason,
     };
-    let range = -MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS;
-    let out_of_range = |v: i64| format!("{v} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms");
     let ints: Column = match c.dtype() {
         DataType::Datetime(_, tz) => c
             .cast(&DataType::Datetime(TimeUnit::Milliseconds, tz.clone()))
@@ -928,10 +926,7 @@ pub fn timestamps_into(c: &Column, name: &str, row_offset: u64, out: &mut Vec<i6
     for arr in ca.downcast_iter() {
         out.extend_from_slice(arr.values());
     }
-    if let Some(i) = out[base..].iter().position(|v| !range.contains(v)) {
-        return Err(bad(i, out_of_range(out[base + i])));
-    }
-    Ok(())
+    crate::pipeline::check_timestamps(&out[base..], name, row_offset)
 }
 
 /// A numeric column as f64 in the engine's representation (NaN canonical, nulls marked).
@@ -1326,29 +1321,14 @@ impl crate::pipeline::Pipeline {
     /// in place (no copy into a batch, [`crate::Pipeline::push_int_keys`]); otherwise the frame
     /// is converted with [`frame_to_batch_into`] first.
     pub fn push_frame_columns(&mut self, df: &DataFrame, cols: &InputColumns, row_offset: u64) -> Result<()> {
-        self.check_open()?;
-        let t0 = std::time::Instant::now();
-        let mut batch = self.recycled_batch();
         let Some((ts, values)) = borrowed_columns(df, cols) else {
+            self.check_open()?;
+            let mut batch = self.recycled_batch();
             frame_to_batch_into(df, cols, self.keys_mut(), row_offset, &mut batch)?;
             return self.push_encoded(batch);
         };
         // the same checks, in the same order, as the converting path: times, then keys
-        if let Some(i) = ts
-            .iter()
-            .position(|t| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t))
-        {
-            return Err(Error::InvalidTimestamp {
-                column: cols.time.clone(),
-                row: row_offset + i as u64,
-                reason: format!(
-                    "{} ms is outside the supported range of ±{MAX_ABS_TIMESTAMP_MS} ms",
-                    ts[i]
-                ),
-            });
-        }
-        batch.ts.clear();
-        batch.keys.clear();
+        let (t0, mut batch) = self.begin_push(ts, &cols.time, row_offset)?;
         encode_keys(df, cols.key.as_deref(), self.keys_mut(), &mut batch.keys)?;
         self.fill_and_push(ts, batch, &values, t0)
     }
