@@ -957,35 +957,18 @@ pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &
         (Some(k), KeyKind::Int) => {
             let c = df.column(k).map_err(Error::from)?;
             // 32-bit keys are encoded as they are (a cast would copy the column first)
-            if c.null_count() == 0 {
-                match c.dtype() {
-                    DataType::UInt32 => {
-                        out.reserve(c.len());
-                        for arr in c.u32().map_err(Error::from)?.downcast_iter() {
-                            dict.encode_int_iter(arr.values().iter().map(|&v| v as i64), out)?;
-                        }
-                        return Ok(());
+            match c.dtype() {
+                DataType::UInt32 if c.null_count() == 0 => encode_int_chunks(c.u32().map_err(Error::from)?, dict, out),
+                DataType::Int32 if c.null_count() == 0 => encode_int_chunks(c.i32().map_err(Error::from)?, dict, out),
+                _ => {
+                    let c = c.cast(&DataType::Int64).map_err(Error::from)?;
+                    let ca = c.i64().map_err(Error::from)?;
+                    if ca.null_count() == 0 {
+                        encode_int_chunks(ca, dict, out)
+                    } else {
+                        dict.encode_ints(ca.iter(), out)
                     }
-                    DataType::Int32 => {
-                        out.reserve(c.len());
-                        for arr in c.i32().map_err(Error::from)?.downcast_iter() {
-                            dict.encode_int_iter(arr.values().iter().map(|&v| v as i64), out)?;
-                        }
-                        return Ok(());
-                    }
-                    _ => {}
                 }
-            }
-            let c = c.cast(&DataType::Int64).map_err(Error::from)?;
-            let ca = c.i64().map_err(Error::from)?;
-            out.reserve(ca.len());
-            if ca.null_count() == 0 {
-                for arr in ca.downcast_iter() {
-                    dict.encode_int_slice(arr.values(), out)?;
-                }
-                Ok(())
-            } else {
-                dict.encode_ints(ca.iter(), out)
             }
         }
         (Some(k), KeyKind::Str) => {
@@ -994,6 +977,19 @@ pub fn encode_keys(df: &DataFrame, key: Option<&str>, dict: &mut KeyDict, out: &
             dict.encode_strs(ca.iter(), out)
         }
     }
+}
+
+/// Encodes a null-free integer key column into `out`, chunk by chunk.
+fn encode_int_chunks<T>(ca: &ChunkedArray<T>, dict: &mut KeyDict, out: &mut Vec<u32>) -> Result<()>
+where
+    T: PolarsNumericType,
+    T::Native: Into<i64>,
+{
+    out.reserve(ca.len());
+    for arr in ca.downcast_iter() {
+        dict.encode_int_iter(arr.values().iter().map(|&v| v.into()), out)?;
+    }
+    Ok(())
 }
 
 /// The time and value columns of `df` as slices of their own buffers, when each is one chunk
