@@ -2040,6 +2040,15 @@ mod tests {
         assert_eq!(got.schema(), df.schema());
     }
 
+    /// Time column `time`, then `key` and one value column `value`.
+    fn frame_cols(time: &str) -> InputColumns {
+        InputColumns {
+            time: time.into(),
+            key: Some("key".into()),
+            values: vec!["value".into()],
+        }
+    }
+
     /// Runs `frames` through a pipeline, pushed with `push_frame` (the in-place path where the
     /// columns allow it) or converted to batches first; all output rows and late events.
     fn frame_run(frames: &[DataFrame], window: &str, in_place: bool) -> (WindowRows, Vec<u64>) {
@@ -2051,11 +2060,7 @@ mod tests {
             .batch_size(700)
             .build()
             .unwrap();
-        let cols = InputColumns {
-            time: "ts".into(),
-            key: Some("key".into()),
-            values: vec!["value".into()],
-        };
+        let cols = frame_cols("ts");
         let (mut rows, mut late) = (vec![], vec![]);
         for df in frames {
             if in_place {
@@ -2129,11 +2134,7 @@ mod tests {
             .backend(crate::backend::BackendChoice::Cpu)
             .build()
             .unwrap();
-        let cols = InputColumns {
-            time: "when".into(),
-            key: Some("key".into()),
-            values: vec!["value".into()],
-        };
+        let cols = frame_cols("when");
         let df = df!("when" => [5i64, 6, i64::MAX], "key" => [1u32, 2, 3], "value" => [1.0, 2.0, 3.0]).unwrap();
         let e = p.push_frame_columns(&df, &cols, 1000).unwrap_err().to_string();
         assert!(e.contains("when") && e.contains("1002"), "{e}");

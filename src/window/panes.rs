@@ -1349,12 +1349,14 @@ impl PaneStore {
         out.count.reserve(most);
         out.cols.reserve(most * ncols);
         let mut j = 0;
-        if ncols == 1 && most * 8 >= n {
-            emit_dense_one::<M2>(out, s, acc, sorted, &mut self.sliding.emitted);
-        } else if most * 8 >= n {
+        if most * 8 >= n {
             // most keys have a row: walk every rank
-            for r in 0..n {
-                emit_sliding::<M2>(out, r, s, &mut j, acc, sorted, ncols);
+            if ncols == 1 {
+                emit_dense_one::<M2>(out, s, acc, sorted, &mut self.sliding.emitted);
+            } else {
+                for r in 0..n {
+                    emit_sliding::<M2>(out, r, s, &mut j, acc, sorted, ncols);
+                }
             }
         } else {
             // few rows: the prefix's ranks in order, merged with the suffix's
@@ -1609,7 +1611,11 @@ mod direct_tests {
             x
         };
         // (without variances `m2` is not kept, and not compared)
-        let part = |p: &ColPartial| (p.n, p.sum, p.min, p.max, if M2 { p.m2.to_bits() } else { 0 });
+        let parts = |cols: &[ColPartial]| {
+            cols.iter()
+                .map(|p| (p.n, p.sum, p.min, p.max, if M2 { p.m2.to_bits() } else { 0 }))
+                .collect::<Vec<_>>()
+        };
         let (mut got, mut want) = (OrderedRows::default(), OrderedRows::default());
         let (mut got_out, mut want_out) = (WindowRows::new(1), WindowRows::new(1));
         let mut emitted = PaneScratch::default();
@@ -1655,11 +1661,7 @@ mod direct_tests {
             let what = format!("m2 {M2} case {case}: {n} keys, {} and {} rows", ak.len(), b.len());
             assert_eq!(got.rank, want.rank, "{what}");
             assert_eq!(got.count, want.count, "{what}");
-            assert_eq!(
-                got.cols.iter().map(part).collect::<Vec<_>>(),
-                want.cols.iter().map(part).collect::<Vec<_>>(),
-                "{what}"
-            );
+            assert_eq!(parts(&got.cols), parts(&want.cols), "{what}");
 
             // a window: suffix `b` (or none, a block-aligned window) and a dense prefix
             let mut acc = Accumulator {
@@ -1686,11 +1688,7 @@ mod direct_tests {
             }
             assert_eq!(got_out.key, want_out.key, "{what}: window keys");
             assert_eq!(got_out.count, want_out.count, "{what}: window counts");
-            assert_eq!(
-                got_out.cols.iter().map(part).collect::<Vec<_>>(),
-                want_out.cols.iter().map(part).collect::<Vec<_>>(),
-                "{what}: window partials"
-            );
+            assert_eq!(parts(&got_out.cols), parts(&want_out.cols), "{what}: window partials");
         }
     }
 
