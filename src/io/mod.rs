@@ -513,7 +513,7 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
         match format {
             Format::Parquet => {
                 // the same encoder and row groups as the streamed window output
-                let mut out = ParquetOut::new(&mut w, df.schema(), compression).map_err(werr)?;
+                let mut out = ParquetOut::new(&mut w, df.schema(), compression, IntEncoding::Polars).map_err(werr)?;
                 for (at, len) in row_groups(df.height()) {
                     let mut part = df.slice(at as i64, len);
                     // one row group per slice, however many pieces the frame was stacked from
@@ -541,13 +541,14 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
     res
 }
 
-/// Parquet output through polars' Parquet encoder (`polars-parquet`), with two differences from
-/// polars' `ParquetWriter`: float columns are written `PLAIN` at once (polars tries a dictionary
+/// Parquet output through polars' Parquet encoder (`polars-parquet`), with three differences from
+/// polars' `ParquetWriter`: the window output's integer columns are delta-encoded
+/// ([`IntEncoding::Delta`]), float columns are written `PLAIN` at once (polars tries a dictionary
 /// for every numeric column, which for float aggregates means a cardinality estimate of every
 /// row group before falling back to plain: ~4% of a Q1 run's CPU), and the columns of a row
 /// group are encoded and compressed on two threads (the writer's tail after the last window is
 /// the part of a run nothing else overlaps). Other columns keep polars' choice (dictionary
-/// where it pays: keys, window bounds, counts). Statistics (min, max, null count) as polars.
+/// where it pays). Statistics (min, max, null count) as polars.
 struct ParquetOut<W: std::io::Write> {
     writer: polars_parquet::write::FileWriter<W>,
     columns: ColumnEncoder,
@@ -557,6 +558,19 @@ struct ParquetOut<W: std::io::Write> {
     /// The second thread, started with the first row group that has columns for it and kept for
     /// the rest of the file (one thread and allocator heap per file, not per row group).
     helper: Option<EncodeHelper>,
+}
+
+/// How a [`ParquetOut`] encodes its 32- and 64-bit integer columns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum IntEncoding {
+    /// polars' choice: a dictionary where the values repeat enough, `PLAIN` otherwise (any frame).
+    Polars,
+    /// `DELTA_BINARY_PACKED`, for the window output: its keys ascend within a firing and its
+    /// window bounds, revisions and model versions come in runs, so the deltas take a few bits
+    /// (or none) where a dictionary's indices take 10-14 and cost a hash per value to build.
+    /// Q1 of the peer workload: the key column 262 KB -> 77 KB compressed per row group, the
+    /// file 33.0 -> 31.0 MB; Q2 38.1 -> 31.0 MB and ~13% less wall time.
+    Delta,
 }
 
 /// What encodes a row group's columns into compressed pages: the Parquet fields, encodings and
@@ -645,7 +659,7 @@ impl Drop for EncodeHelper {
 }
 
 impl<W: std::io::Write> ParquetOut<W> {
-    fn new(w: W, schema: &Schema, compression: Compression) -> PolarsResult<Self> {
+    fn new(w: W, schema: &Schema, compression: Compression, ints: IntEncoding) -> PolarsResult<Self> {
         use polars_parquet::write::{
             Encoding, FileWriter, StatisticsOptions, Version, WriteOptions, get_dtype_encoding, to_parquet_schema,
         };
@@ -659,6 +673,8 @@ impl<W: std::io::Write> ParquetOut<W> {
             let (encoding, weight) = match &f.dtype {
                 T::Float64 => (vec![Encoding::Plain], 16),
                 T::Float32 => (vec![Encoding::Plain], 8),
+                T::Int64 | T::UInt64 if ints == IntEncoding::Delta => (vec![Encoding::DeltaBinaryPacked], 8),
+                T::Int32 | T::UInt32 if ints == IntEncoding::Delta => (vec![Encoding::DeltaBinaryPacked], 4),
                 T::Int64 | T::UInt64 => (get_dtype_encoding(&f.dtype), 8),
                 T::Utf8View | T::BinaryView => (get_dtype_encoding(&f.dtype), 16),
                 _ => (get_dtype_encoding(&f.dtype), 4),
@@ -1507,9 +1523,9 @@ impl RowFileWriter {
                         if let Enc::None = enc {
                             let w = out_slot.take().ok_or_else(|| Error::Polars("writer reused".into()))?;
                             enc = match format {
-                                Format::Parquet => {
-                                    Enc::Parquet(Box::new(ParquetOut::new(w, df.schema(), compression).map_err(werr)?))
-                                }
+                                Format::Parquet => Enc::Parquet(Box::new(
+                                    ParquetOut::new(w, df.schema(), compression, IntEncoding::Delta).map_err(werr)?,
+                                )),
                                 Format::Csv => Enc::Csv(
                                     CsvWriter::new(w)
                                         .include_header(true)
@@ -1798,18 +1814,22 @@ mod tests {
                     .unwrap()
                     .clone();
                 assert!(meta.row_groups.len() >= 3, "{} row groups", meta.row_groups.len());
-                // float aggregates are written plain; the other columns keep polars' choice (a
-                // dictionary for the few keys and revisions; window bounds are all distinct
-                // here, so plain); every column is LZ4-compressed with statistics
+                // float aggregates are written plain and the integer columns delta-encoded, so
+                // no column has a dictionary; the window bounds, 1000 apart, take no bits per
+                // value (a few bytes per 256 values, where plain would take 8 per value); every
+                // column is LZ4-compressed with statistics
                 for rg in &meta.row_groups {
                     for c in rg.parquet_columns() {
                         let name = c.descriptor().path_in_schema[0].to_string();
-                        let float = ["sum_value", "mean_value", "std_value"].contains(&name.as_str());
-                        if float {
-                            assert!(c.dictionary_page_offset().is_none(), "{name} has a dictionary");
-                        }
-                        if ["key", "revision"].contains(&name.as_str()) {
-                            assert!(c.dictionary_page_offset().is_some(), "{name} has no dictionary");
+                        assert!(c.dictionary_page_offset().is_none(), "{name} has a dictionary");
+                        if ["window_start", "window_end"].contains(&name.as_str()) {
+                            let small = c.compressed_size() < (rg.num_rows() as i64 / 16).max(512);
+                            assert!(
+                                small,
+                                "{name}: {} bytes for {} rows",
+                                c.compressed_size(),
+                                rg.num_rows()
+                            );
                         }
                         assert_eq!(
                             c.compression(),
@@ -1828,6 +1848,54 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn delta_encoded_integer_columns_keep_extreme_values() {
+        // keys, window bounds and counts at the ends of their ranges, in an order whose deltas
+        // overflow 64 bits: the encoder's deltas wrap, and the file must still read back exactly
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("extreme.parquet");
+        let mut d = KeyDict::new(KeyKind::Int);
+        for k in [i64::MIN, i64::MAX, 0, -1, 1] {
+            d.encode_int(k).unwrap();
+        }
+        let keys = d.values().clone();
+        let mut w = writer(&path);
+        let mut all = WindowRows::new(1);
+        for i in 0..1000u32 {
+            let mut r = WindowRows::new(1);
+            let mut p = ColPartial::IDENTITY;
+            p.push::<true>(f64::from(i));
+            let start = if i % 2 == 0 {
+                i64::MIN + i64::from(i)
+            } else {
+                i64::MAX - 1000 - i64::from(i)
+            };
+            let count = if i % 3 == 0 {
+                u64::MAX - u64::from(i)
+            } else {
+                u64::from(i)
+            };
+            r.push(i % 5, start, start + 1000, i % 7, count, &[p], 0);
+            all.append(&r);
+            w.write(r, None, &keys).unwrap();
+        }
+        w.finish(&keys).unwrap();
+        let got = read_frame(&path).unwrap();
+        let want = rows_to_frame(
+            all,
+            &keys,
+            &KeyOutput::Int(DataType::Int64),
+            &["value".into()],
+            &"count,sum,mean,std".parse().unwrap(),
+        )
+        .unwrap();
+        for col in ["key", "window_start", "window_end", "revision", "count"] {
+            let (a, b) = (got.column(col).unwrap(), want.column(col).unwrap());
+            assert_eq!(a.dtype(), b.dtype(), "{col}");
+            assert!(a.equals(b), "{col} differs");
+        }
     }
 
     #[test]
