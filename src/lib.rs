@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod agg;
+pub mod alloc;
 pub mod backend;
 pub mod batch;
 pub mod error;

@@ -1005,10 +1005,13 @@ impl Pipeline {
     }
 
     /// Hands an output buffer back once its rows are used (e.g. [`Output::rows`] after they were
-    /// written out): the window store fills it again instead of allocating a new one, which on
-    /// glibc's allocator saves a page fault per 4 KiB of rows. Optional; a few are kept.
+    /// written out, or [`crate::io::RowFileWriter::spent`]): the window store fills it again
+    /// instead of allocating a new one, which saves a page fault per 4 KiB of rows (a buffer
+    /// allocated on the store's thread and freed on another is not reused by the allocator
+    /// soon enough). A buffer with some of its columns moved out is fine: those grow again.
+    /// Optional; a few are kept.
     pub fn recycle(&mut self, mut rows: WindowRows) {
-        if rows.ncols != self.config.value_columns.len() || rows.key.capacity() == 0 {
+        if rows.ncols != self.config.value_columns.len() || rows.key.capacity() + rows.cols.capacity() == 0 {
             return;
         }
         rows.clear();

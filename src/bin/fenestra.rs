@@ -19,9 +19,10 @@ use std::time::Instant;
 /// mimalloc keeps freed memory for re-use instead of handing large blocks back to the OS at
 /// every free (glibc unmaps them): a `run` over 5M events took ~100k page faults (~0.25 s of
 /// kernel time on 2 cores) with glibc and ~2.4k with mimalloc (Q1 whole process 0.42 -> 0.31 s).
-/// The library itself does not choose an allocator; embedders pick their own.
+/// The library itself does not choose an allocator; embedders pick their own. Large blocks go
+/// through [`fenestra::alloc::LargeBlocks`] first, which re-uses a block freed by any thread.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: fenestra::alloc::LargeBlocks<mimalloc::MiMalloc> = fenestra::alloc::LargeBlocks::new(mimalloc::MiMalloc);
 
 #[derive(Parser, Debug)]
 #[command(name = "fenestra", version, about = "Event-time window aggregation on the GPU (wgpu) or CPU", long_about = None)]
@@ -423,6 +424,9 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             pipeline.push_frame_columns(&part, &cols, (chunk_start + local) as u64)?;
             let out = pipeline.poll()?;
             writer.write(out.rows, out.ml, pipeline.keys().values())?;
+            for rows in writer.spent() {
+                pipeline.recycle(rows);
+            }
             append_late(&mut late, out.late);
             local += len;
             pb.set_position((chunk_start + local) as u64);
