@@ -119,6 +119,79 @@ fn gen_then_run_gives_the_documented_columns_in_order() {
 }
 
 #[test]
+fn a_wide_parquet_file_gives_the_same_windows_and_late_rows_keep_every_column() {
+    // extra columns the job does not read (a string, a float with nulls, a bool), between and
+    // around the ones it does: decoded only when late rows go out whole
+    let dir = tempfile::tempdir().unwrap();
+    let events = read(&generate(dir.path(), "e.parquet", &["--late-fraction", "0.02"]));
+    let n = events.height();
+    let label: Vec<String> = (0..n).map(|i| format!("row{i}")).collect();
+    let noisy: Vec<Option<f64>> = (0..n).map(|i| (i % 3 != 0).then_some(i as f64)).collect();
+    let flag: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
+    let mut wide = DataFrame::new_infer_height(vec![
+        Column::new("label".into(), label),
+        events.column("ts").unwrap().clone(),
+        Column::new("noisy".into(), noisy),
+        events.column("key").unwrap().clone(),
+        events.column("value").unwrap().clone(),
+        Column::new("flag".into(), flag),
+    ])
+    .unwrap();
+    let input = p(dir.path(), "wide.parquet");
+    fenestra::io::write_frame(&mut wide, &input).unwrap();
+    let narrow = p(dir.path(), "narrow.parquet");
+    let mut plain = events.clone();
+    fenestra::io::write_frame(&mut plain, &narrow).unwrap();
+    let (a, b, c) = (
+        p(dir.path(), "a.parquet"),
+        p(dir.path(), "b.parquet"),
+        p(dir.path(), "c.parquet"),
+    );
+    let late = p(dir.path(), "late.parquet");
+    for (inp, out, extra) in [
+        (&narrow, &a, vec![]),
+        (&input, &b, vec![]),
+        (&input, &c, vec!["--late-output", s(&late)]),
+    ] {
+        let mut args = vec!["--backend", "cpu"];
+        args.extend(extra);
+        let o = run_job(inp, out, "hop:2s:1s", &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let want = read(&a);
+    assert!(want.height() > 0);
+    assert!(read(&b).equals(&want), "a projected read changed the windows");
+    assert!(read(&c).equals(&want));
+    let late_df = read(&late);
+    assert_eq!(names(&late_df), names(&wide), "late rows keep every input column");
+    assert!(late_df.height() > 0);
+    // each late row is its input row, the unread columns included
+    let joined = late_df
+        .join(&wide, ["label"], ["label"], JoinArgs::new(JoinType::Inner), None)
+        .unwrap();
+    assert_eq!(joined.height(), late_df.height());
+    assert!(
+        joined
+            .column("noisy")
+            .unwrap()
+            .equals_missing(joined.column("noisy_right").unwrap())
+    );
+    // a column the file lacks: named, with every column the file has (not only the read ones)
+    let o = run_job(
+        &input,
+        &p(dir.path(), "d.parquet"),
+        "tumble:1s",
+        &["--value-cols", "value,nope"],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("'nope'") && err.contains("flag") && err.contains("label"),
+        "{err}"
+    );
+}
+
+#[test]
 fn string_keys_stay_strings_null_key_is_a_group_and_no_key_has_no_column() {
     let dir = tempfile::tempdir().unwrap();
     let input = p(dir.path(), "in.csv");

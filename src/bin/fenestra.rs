@@ -351,7 +351,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     // The input is read a chunk at a time on a reader thread (whole Parquet row groups, or CSV
     // blocks cut at record ends): decoding overlaps aggregation and memory holds a few chunks.
     // `read` below is the time to the first chunk; later chunks decode during aggregation.
-    let mut input = io::ChunkReader::open(&a.input, &cols.values)?;
+    // Only the columns the job reads are decoded, unless late events go out with all of theirs.
+    let needed: Vec<String> = std::iter::once(cols.time.clone())
+        .chain(cols.key.clone())
+        .chain(cols.values.iter().cloned())
+        .collect();
+    let only = a.late_output.is_none().then_some(needed.as_slice());
+    let mut input = io::ChunkReader::open_columns(&a.input, &cols.values, only)?;
     let first = match input.next_chunk() {
         Some(c) => c?,
         None => return Err(fenestra::Error::EmptyInput(format!("'{}'", a.input.display())).into()),
