@@ -57,13 +57,27 @@ impl AggKind {
 
     /// The aggregate's value from a merged partial, `None` for SQL null.
     pub fn evaluate(self, p: &ColPartial) -> Option<f64> {
+        (p.n >= self.min_values()).then(|| self.value_of(p))
+    }
+
+    /// Non-null values a partial needs for the aggregate not to be null: 2 for the sample
+    /// variance and deviation, 1 for the others.
+    pub fn min_values(self) -> u64 {
+        if self.needs_m2() { 2 } else { 1 }
+    }
+
+    /// The aggregate's value from a partial with at least [`AggKind::min_values`] values (any
+    /// other partial gives some number, without a panic: for column builders that mark nulls
+    /// apart).
+    #[inline(always)]
+    pub fn value_of(self, p: &ColPartial) -> f64 {
         match self {
-            AggKind::Sum => (p.n > 0).then_some(p.sum),
-            AggKind::Min => (p.n > 0).then(|| from_order_key(p.min)),
-            AggKind::Max => (p.n > 0).then(|| from_order_key(p.max)),
-            AggKind::Mean => (p.n > 0).then(|| p.sum / p.n as f64),
-            AggKind::Var => (p.n > 1).then(|| p.m2 / (p.n - 1) as f64),
-            AggKind::Std => (p.n > 1).then(|| (p.m2 / (p.n - 1) as f64).sqrt()),
+            AggKind::Sum => p.sum,
+            AggKind::Min => from_order_key(p.min),
+            AggKind::Max => from_order_key(p.max),
+            AggKind::Mean => p.sum / p.n as f64,
+            AggKind::Var => p.m2 / p.n.wrapping_sub(1) as f64,
+            AggKind::Std => (p.m2 / p.n.wrapping_sub(1) as f64).sqrt(),
         }
     }
 }
