@@ -17,8 +17,8 @@ use polars_arrow::bitmap::Bitmap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-mod delta;
 mod direct;
+mod pages;
 pub use direct::OutFile;
 
 /// A supported file format.
@@ -616,12 +616,11 @@ type EncodedColumns = Vec<Vec<polars_parquet::write::CompressedPage>>;
 impl ColumnEncoder {
     /// Encodes and compresses `arrays`, the row group's columns `first..`.
     fn encode(&self, first: usize, arrays: &[Box<dyn polars_arrow::array::Array>]) -> PolarsResult<EncodedColumns> {
-        use polars_parquet::write::{Encoding, ParquetType, array_to_columns, compress};
+        use polars_parquet::write::{ParquetType, array_to_columns, compress};
         let mut out = vec![];
         for (i, array) in (first..).zip(arrays) {
-            if let (ParquetType::PrimitiveType(t), [Encoding::DeltaBinaryPacked]) =
-                (&self.fields[i], &self.encodings[i][..])
-                && let Some(page) = delta::try_page(array.as_ref(), t, self.options)
+            if let ParquetType::PrimitiveType(t) = &self.fields[i]
+                && let Some(page) = pages::try_page(array.as_ref(), t, &self.encodings[i], self.options)
             {
                 out.push(vec![compress(page, vec![], self.options.compression)?]);
                 continue;
