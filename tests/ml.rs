@@ -180,6 +180,24 @@ fn maes(s: &Season, r: &Run, from: i64) -> (f64, f64, f64, usize) {
 }
 
 #[test]
+fn a_pipeline_with_a_model_does_not_hand_out_unscored_pieces() {
+    let mut p = Pipeline::builder()
+        .window(WindowSpec::tumbling(Duration::from_secs(1)))
+        .backend(BackendChoice::Cpu)
+        .model(ml(Task::Forecast, ModelKind::Linear, BackendChoice::Cpu))
+        .build()
+        .unwrap();
+    p.push_int_keys(&[0, 1500, 3000], &[1, 1, 1], &[&[1.0, 2.0, 3.0]])
+        .unwrap();
+    let err = p.poll_pieces().unwrap_err().to_string();
+    assert!(err.contains("poll()"), "{err}");
+    // the rows are still there for poll, scored
+    let out = p.finish().unwrap();
+    assert_eq!(out.rows.len(), 3);
+    assert_eq!(out.ml.unwrap().model_version.len(), 3);
+}
+
+#[test]
 fn forecast_learns_a_seasonal_pattern() {
     let s = season(100, 600, 4, 0.0, 1);
     for kind in [ModelKind::Linear, ModelKind::Mlp] {

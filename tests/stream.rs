@@ -232,9 +232,10 @@ fn run_stream_drives_from_a_stream_and_frames_work() {
 }
 
 #[test]
-fn recycled_output_buffers_change_nothing() {
+fn recycled_output_buffers_and_polled_pieces_change_nothing() {
     // Sessions with allowed lateness exercise every column, `merged` included; a buffer of the
-    // wrong width handed back is ignored.
+    // wrong width handed back is ignored, and so is one with every column moved out; one with
+    // some columns moved out (as the file writer hands them back) is filled again.
     let data = stream(&Shape {
         n: 20_000,
         keys: 40,
@@ -242,7 +243,8 @@ fn recycled_output_buffers_change_nothing() {
         ..Default::default()
     });
     for spec in ["tumble:1s", "hop:2s:500ms", "session:50ms"] {
-        let run = |recycle: bool| {
+        // 0: poll; 1: poll and recycle; 2: poll_pieces and recycle what a writer leaves
+        let run = |mode: u8| {
             let mut p = Pipeline::builder()
                 .window(spec.parse().unwrap())
                 .watermark_delay(fenestra::Duration::from_millis(300))
@@ -258,10 +260,25 @@ fn recycled_output_buffers_change_nothing() {
                 let hi = (lo + 900).min(data.len());
                 p.push_int_keys(&data.ts[lo..hi], &data.key[lo..hi], &[&data.values[0][lo..hi]])
                     .unwrap();
+                if mode == 2 {
+                    let (pieces, l) = p.poll_pieces().unwrap();
+                    late.extend(l.row);
+                    for mut r in pieces {
+                        assert!(!r.is_empty(), "{spec}: an empty piece handed out");
+                        all.append(&r);
+                        let (_key, _start) = (std::mem::take(&mut r.key), std::mem::take(&mut r.start));
+                        r.clear();
+                        p.recycle(r);
+                    }
+                    let mut gone = WindowRows::new(1);
+                    gone.cols = vec![];
+                    p.recycle(gone);
+                    continue;
+                }
                 let o = p.poll().unwrap();
                 all.append(&o.rows);
                 late.extend(o.late.row);
-                if recycle {
+                if mode == 1 {
                     p.recycle(o.rows);
                     p.recycle(WindowRows::new(3));
                 }
@@ -271,8 +288,11 @@ fn recycled_output_buffers_change_nothing() {
             late.extend(o.late.row);
             (all, late)
         };
-        let (plain, plain_late) = run(false);
-        let (recycled, recycled_late) = run(true);
+        let (plain, plain_late) = run(0);
+        let (recycled, recycled_late) = run(1);
+        let (pieces, pieces_late) = run(2);
+        assert_eq!(plain, pieces, "{spec}: pieces");
+        assert_eq!(plain_late, pieces_late, "{spec}: pieces");
         assert!(
             plain.len() > 100 && plain.revision.iter().any(|&r| r > 0),
             "{spec}: too easy"

@@ -428,12 +428,22 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             let len = bs.min(h - local);
             let part = df.slice(local as i64, len);
             pipeline.push_frame_columns(&part, &cols, (chunk_start + local) as u64)?;
-            let out = pipeline.poll()?;
-            writer.write(out.rows, out.ml, pipeline.keys().values())?;
+            let late_now = if ml_cfg.is_some() {
+                let out = pipeline.poll()?;
+                writer.write(out.rows, out.ml, pipeline.keys().values())?;
+                out.late
+            } else {
+                // the rows as the store emitted them: no join on this thread
+                let (pieces, late_now) = pipeline.poll_pieces()?;
+                for rows in pieces {
+                    writer.write(rows, None, pipeline.keys().values())?;
+                }
+                late_now
+            };
             for rows in writer.spent() {
                 pipeline.recycle(rows);
             }
-            append_late(&mut late, out.late);
+            append_late(&mut late, late_now);
             local += len;
             pb.set_position((chunk_start + local) as u64);
         }
