@@ -781,7 +781,7 @@ impl<W: std::io::Write> ParquetOut<W> {
         let mut n = 0;
         let mut columns: Vec<ColumnParts> = vec![];
         for batch in df.iter_chunks(CompatLevel::newest(), false) {
-            if batch.len() == 0 {
+            if batch.is_empty() {
                 continue;
             }
             n += batch.len();
