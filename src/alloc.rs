@@ -61,7 +61,15 @@ impl<A> LargeBlocks<A> {
     pub const MIN: usize = 1 << MIN_BITS;
     /// Bytes of freed blocks kept at most; beyond it, freed blocks go back to the inner allocator.
     pub const CACHED: usize = 256 << 20;
+}
 
+// A class's free list grows while the cache's lock is held, through this allocator: it must stay
+// a small allocation (which never takes the lock) however many blocks the cache holds.
+const _: () = assert!(
+    LargeBlocks::<()>::CACHED / LargeBlocks::<()>::MIN * std::mem::size_of::<NonNull<u8>>() < LargeBlocks::<()>::MIN
+);
+
+impl<A> LargeBlocks<A> {
     /// The cache over `inner`.
     pub const fn new(inner: A) -> Self {
         const EMPTY: Free = Free(Vec::new());
