@@ -112,15 +112,15 @@ impl ChunkReader {
         Self::open_columns(path, float_columns, None)
     }
 
-    /// [`ChunkReader::open`], reading only the columns `only` names from a Parquet file (all of
-    /// them with `None`, and always all from CSV): Parquet stores each column apart, so a job
-    /// that needs 3 columns of a 20-column file decodes 3. When the file lacks one of the names,
-    /// every column is read, for the caller's schema check to report the missing one with the
-    /// columns the file has.
+    /// [`ChunkReader::open`], reading only the columns `only` names (all of them with `None`):
+    /// Parquet stores each column apart, so a job that needs 3 columns of a 20-column file
+    /// decodes 3; CSV blocks after the first (which fixes the types of every column) parse only
+    /// those. When the file lacks one of the names, every column is read, for the caller's
+    /// schema check to report the missing one with the columns the file has.
     pub fn open_columns(path: &Path, float_columns: &[String], only: Option<&[String]>) -> Result<ChunkReader> {
         let format = Format::of(path)?;
         if format == Format::Csv {
-            return Self::open_csv(path, Self::CSV_BLOCK_BYTES, float_columns);
+            return Self::open_csv(path, Self::CSV_BLOCK_BYTES, float_columns, only);
         }
         let (file, _) = open_input(path)?;
         let bad = format_error(path, format.name());
@@ -205,7 +205,7 @@ impl ChunkReader {
 
     /// Opens a CSV file: the first block is read and parsed here (its errors come at once, and it
     /// fixes the column types), the rest on the reader thread.
-    fn open_csv(path: &Path, block: usize, float_columns: &[String]) -> Result<ChunkReader> {
+    fn open_csv(path: &Path, block: usize, float_columns: &[String], only: Option<&[String]>) -> Result<ChunkReader> {
         let cannot = cannot_read(path);
         let (mut file, size) = open_input(path)?;
         let bad = format_error(path, Format::Csv.name());
@@ -242,6 +242,27 @@ impl ChunkReader {
         if first.height() == 0 && first_len as u64 >= size {
             return Err(Error::EmptyInput(format!("'{}'", path.display())));
         }
+        // the columns `only` names, in the file's order (none missing, or all are kept for the
+        // schema check to report the missing one): later blocks parse those alone
+        let schema = first.schema().clone();
+        let projection: Option<Vec<usize>> = only.and_then(|names| {
+            let have = |c: &String| schema.get(c.as_str()).is_some();
+            names.iter().all(have).then(|| {
+                schema
+                    .iter_names()
+                    .enumerate()
+                    .filter(|(_, n)| names.iter().any(|c| c.as_str() == n.as_str()))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+        });
+        if let Some(p) = &projection {
+            let keep: Vec<PlSmallStr> = p
+                .iter()
+                .filter_map(|&i| schema.get_at_index(i).map(|(n, _)| n.clone()))
+                .collect();
+            first = first.select(keep).map_err(bad.clone())?;
+        }
         if first_len as u64 >= size {
             // the whole file was one block
             return Ok(ChunkReader::new(
@@ -254,7 +275,7 @@ impl ChunkReader {
             ));
         }
         let mut rest = file;
-        let schema = first.schema().clone();
+        let projection = projection.map(std::sync::Arc::new);
         let estimate = (first.height() as f64 * size as f64 / first_len as f64).round() as usize;
         let target = path.to_path_buf();
         // where the next block starts, for error messages (polars counts within the block)
@@ -268,6 +289,7 @@ impl ChunkReader {
             let res = CsvReadOptions::default()
                 .with_has_header(false)
                 .with_schema(Some(schema.clone()))
+                .with_projection(projection.clone())
                 .into_reader_with_file_handle(std::io::Cursor::new(bytes))
                 .finish()
                 .map_err(|e| Error::FileFormat {
@@ -2298,7 +2320,7 @@ mod tests {
         }
         std::fs::write(&path, &text).unwrap();
         let whole = read_frame(&path).unwrap();
-        let mut reader = ChunkReader::open_csv(&path, 4096, &[]).unwrap();
+        let mut reader = ChunkReader::open_csv(&path, 4096, &[], None).unwrap();
         let mut parts = vec![];
         while let Some(c) = reader.next_chunk() {
             parts.push(c.unwrap());
@@ -2311,6 +2333,28 @@ mod tests {
             all.vstack_mut(p).unwrap();
         }
         assert!(all.equals_missing(&whole));
+        // a projection: every block parses the named columns alone, in the file's order
+        let only = ["value".to_string(), "ts".to_string()];
+        let mut reader = ChunkReader::open_csv(&path, 4096, &[], Some(&only)).unwrap();
+        let mut rows = 0;
+        let mut got: Option<DataFrame> = None;
+        while let Some(c) = reader.next_chunk() {
+            let c = c.unwrap();
+            assert_eq!(c.get_column_names(), ["ts", "value"]);
+            rows += c.height();
+            match &mut got {
+                Some(g) => {
+                    g.vstack_mut(&c).unwrap();
+                }
+                None => got = Some(c),
+            }
+        }
+        assert_eq!(rows, 30_000);
+        assert!(got.unwrap().equals_missing(&whole.select(["ts", "value"]).unwrap()));
+        // a name the file lacks: every column, for the schema check to report it
+        let missing = ["ts".to_string(), "nope".to_string()];
+        let mut reader = ChunkReader::open_csv(&path, 4096, &[], Some(&missing)).unwrap();
+        assert_eq!(reader.next_chunk().unwrap().unwrap().width(), 4);
     }
 
     #[test]
@@ -2324,7 +2368,7 @@ mod tests {
             text.push_str(&format!("{i},{},{}\n", i % 5, i % 100));
         }
         std::fs::write(&path, text.clone() + "12000,1,2.5\n").unwrap();
-        let mut r = ChunkReader::open_csv(&path, 4096, &["value".to_string()]).unwrap();
+        let mut r = ChunkReader::open_csv(&path, 4096, &["value".to_string()], None).unwrap();
         let (mut n, mut last) = (0, 0.0);
         let mut chunks = 0;
         while let Some(c) = r.next_chunk() {
@@ -2340,7 +2384,7 @@ mod tests {
         // a bad value in a later block: reported with the block's place in the file
         let bad = text + &"12000,1,7\n".repeat(2000) + "99999,oops,1\n";
         std::fs::write(&path, &bad).unwrap();
-        let mut r = ChunkReader::open_csv(&path, 4096, &["value".to_string()]).unwrap();
+        let mut r = ChunkReader::open_csv(&path, 4096, &["value".to_string()], None).unwrap();
         let err = loop {
             match r.next_chunk() {
                 Some(Ok(_)) => continue,
