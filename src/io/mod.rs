@@ -608,6 +608,11 @@ struct ParquetOut<W: std::io::Write> {
     /// The second thread, started with the first row group that has columns for it and kept for
     /// the rest of the file (one thread and allocator heap per file, not per row group).
     helper: Option<EncodeHelper>,
+    /// A row group whose first columns are encoded and whose last ones are with the helper:
+    /// `(rows, pages of columns ..split)`. It is written once the next row group's columns are
+    /// handed over (or at the end), so that the helper encodes while this thread writes pages and
+    /// builds the next frame instead of waiting for each other.
+    pending: Option<(u64, EncodedColumns)>,
 }
 
 /// How a [`ParquetOut`] encodes its 32- and 64-bit integer columns.
@@ -793,13 +798,13 @@ impl<W: std::io::Write> ParquetOut<W> {
             },
             split,
             helper: None,
+            pending: None,
         })
     }
 
     /// Writes `df` as one row group, each column's chunks as pages of its column chunk in turn
     /// (the chunks of all columns aligned, as a frame stacked from pieces has them).
     fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
-        use polars_parquet::write::{DynIter, DynStreamingIterator, fallible_streaming_iterator};
         let mut n = 0;
         let mut columns: Vec<ColumnParts> = vec![];
         for batch in df.iter_chunks(CompatLevel::newest(), false) {
@@ -824,30 +829,52 @@ impl<W: std::io::Write> ParquetOut<W> {
         if split < columns.len() && self.helper.is_none() {
             self.helper = EncodeHelper::start(self.columns.clone(), split);
         }
-        let encoded = match &self.helper {
-            Some(helper) => {
-                let second = columns.split_off(split);
-                helper.submit(second)?;
-                let first = self.columns.encode(0, &columns);
-                // always collect the helper's answer, so that the next row group's is the
-                // next one received
-                let second = helper.receive();
-                let mut first = first?;
-                first.extend(second?);
-                first
+        if self.helper.is_none() {
+            return self.write_group(n as u64, self.columns.encode(0, &columns)?);
+        }
+        // hand this group's last columns over first: the helper (FIFO) goes on to them as soon
+        // as the pending group's are done, while this thread writes that group
+        let second = columns.split_off(split);
+        self.helper.as_ref().ok_or_else(EncodeHelper::lost)?.submit(second)?;
+        self.write_pending()?;
+        let first = self.columns.encode(0, &columns);
+        match first {
+            Ok(first) => {
+                self.pending = Some((n as u64, first));
+                Ok(())
             }
-            None => self.columns.encode(0, &columns)?,
+            Err(e) => {
+                // collect the helper's answer all the same, so that nothing is left in flight
+                let _ = self.helper.as_ref().map(EncodeHelper::receive);
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes the pending row group with the helper's pages and writes it.
+    fn write_pending(&mut self) -> PolarsResult<()> {
+        let Some((n, mut first)) = self.pending.take() else {
+            return Ok(());
         };
+        let second = self.helper.as_ref().ok_or_else(EncodeHelper::lost)?.receive()?;
+        first.extend(second);
+        self.write_group(n, first)
+    }
+
+    /// Writes one row group of `n` rows from the pages of every column.
+    fn write_group(&mut self, n: u64, encoded: EncodedColumns) -> PolarsResult<()> {
+        use polars_parquet::write::{DynIter, DynStreamingIterator, fallible_streaming_iterator};
         let rg = DynIter::new(encoded.iter().map(|pages| {
             Ok(DynStreamingIterator::new(fallible_streaming_iterator::convert(
                 pages.iter().map(PolarsResult::Ok),
             )))
         }));
-        self.writer.write(n as u64, rg)
+        self.writer.write(n, rg)
     }
 
-    /// Writes the footer (with the Arrow schema, as polars does).
+    /// Writes the pending row group and the footer (with the Arrow schema, as polars does).
     fn finish(&mut self) -> PolarsResult<u64> {
+        self.write_pending()?;
         self.helper.take();
         self.writer.end(None)
     }
