@@ -986,14 +986,19 @@ impl Pipeline {
     /// (the default) it does not wait for batches in flight; with `pipelined(false)` everything
     /// pushed so far is complete, the batch a GPU still holds included.
     pub fn poll(&mut self) -> Result<Output> {
+        self.collect_ready()?;
+        self.take_output()
+    }
+
+    /// Gathers the rows and late events of every batch done so far, without waiting.
+    fn collect_ready(&mut self) -> Result<()> {
         if let Some(e) = &self.failed {
             return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
         }
         if matches!(self.stage, Stage::Inline(_)) {
             self.complete_pending()?;
         }
-        self.drain(false)?;
-        self.take_output()
+        self.drain(false)
     }
 
     /// [`Pipeline::poll`] without joining the rows into one buffer: the pieces as the window
@@ -1007,13 +1012,7 @@ impl Pipeline {
                 "a pipeline with a model hands its rows out through poll()",
             ));
         }
-        if let Some(e) = &self.failed {
-            return Err(Error::Closed(format!("an earlier error stopped the pipeline: {e}")));
-        }
-        if matches!(self.stage, Stage::Inline(_)) {
-            self.complete_pending()?;
-        }
-        self.drain(false)?;
+        self.collect_ready()?;
         Ok((std::mem::take(&mut self.rows), self.late.take()))
     }
 

@@ -125,21 +125,9 @@ impl ChunkReader {
         let (file, _) = open_input(path)?;
         let bad = format_error(path, format.name());
         let mut reader = ParquetReader::new(file);
-        // the projection in the file's column order; none when a name is missing, so that the
-        // schema check's message lists every column the file has
-        let projection: Option<Vec<String>> = match only {
+        let projection = match only {
             None => None,
-            Some(names) => {
-                let schema = reader.schema().map_err(bad.clone())?;
-                let have = |c: &String| schema.iter_names().any(|n| n.as_str() == c.as_str());
-                names.iter().all(have).then(|| {
-                    schema
-                        .iter_names()
-                        .filter(|n| names.iter().any(|c| c.as_str() == n.as_str()))
-                        .map(|n| n.to_string())
-                        .collect()
-                })
-            }
+            Some(names) => projection(reader.schema().map_err(bad.clone())?.iter_names(), names),
         };
         let meta = reader.get_metadata().map_err(bad.clone())?.clone();
         let total_rows = meta.num_rows;
@@ -167,7 +155,7 @@ impl ChunkReader {
             Some(File::open(&target).map_err(cannot_read(&target)).and_then(|f| {
                 let mut r = ParquetReader::new(f)
                     .with_slice(Some((at, len)))
-                    .with_columns(projection.clone());
+                    .with_projection(projection.clone());
                 r.set_metadata(meta.clone());
                 r.finish().map_err(bad.clone())
             }))
@@ -242,25 +230,11 @@ impl ChunkReader {
         if first.height() == 0 && first_len as u64 >= size {
             return Err(Error::EmptyInput(format!("'{}'", path.display())));
         }
-        // the columns `only` names, in the file's order (none missing, or all are kept for the
-        // schema check to report the missing one): later blocks parse those alone
+        // later blocks parse the projected columns alone; the first keeps those
         let schema = first.schema().clone();
-        let projection: Option<Vec<usize>> = only.and_then(|names| {
-            let have = |c: &String| schema.get(c.as_str()).is_some();
-            names.iter().all(have).then(|| {
-                schema
-                    .iter_names()
-                    .enumerate()
-                    .filter(|(_, n)| names.iter().any(|c| c.as_str() == n.as_str()))
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-        });
+        let projection = only.and_then(|names| projection(schema.iter_names(), names));
         if let Some(p) = &projection {
-            let keep: Vec<PlSmallStr> = p
-                .iter()
-                .filter_map(|&i| schema.get_at_index(i).map(|(n, _)| n.clone()))
-                .collect();
+            let keep = p.iter().filter_map(|&i| schema.get_at_index(i).map(|(n, _)| n.clone()));
             first = first.select(keep).map_err(bad.clone())?;
         }
         if first_len as u64 >= size {
@@ -436,6 +410,26 @@ fn csv_block(r: &mut impl std::io::Read, carry: &mut Vec<u8>, block: usize) -> s
         }
         // no record end in the block yet (one very long record): read on
     }
+}
+
+/// The positions, in the file's column order, of the columns `names` names; `None` when the
+/// file lacks one of them, so that every column is read and the caller's schema check reports
+/// the missing one with the columns the file has.
+fn projection<'a>(file_columns: impl Iterator<Item = &'a PlSmallStr>, names: &[String]) -> Option<Vec<usize>> {
+    let mut found = vec![false; names.len()];
+    let mut positions = vec![];
+    for (i, c) in file_columns.enumerate() {
+        let mut wanted = false;
+        for (f, n) in found.iter_mut().zip(names) {
+            if n.as_str() == c.as_str() {
+                (*f, wanted) = (true, true);
+            }
+        }
+        if wanted {
+            positions.push(i);
+        }
+    }
+    found.iter().all(|&f| f).then_some(positions)
 }
 
 type ReaderThread = (
@@ -665,25 +659,26 @@ impl ColumnEncoder {
             };
             // pages per leaf column (one for the flat columns of the window output)
             let mut leaves: Vec<Vec<polars_parquet::write::CompressedPage>> = vec![];
+            let mut add = |l: usize, page| -> PolarsResult<()> {
+                if leaves.len() <= l {
+                    leaves.resize_with(l + 1, Vec::new);
+                }
+                leaves[l].push(compress(page, vec![], self.options.compression)?);
+                Ok(())
+            };
             for array in parts {
                 if let ParquetType::PrimitiveType(t) = &self.fields[i]
                     && let Some(page) = pages::try_page(array.as_ref(), t, &self.encodings[i], self.options)
                 {
-                    if leaves.is_empty() {
-                        leaves.push(vec![]);
-                    }
-                    leaves[0].push(compress(page, vec![], self.options.compression)?);
+                    add(0, page)?;
                     continue;
                 }
                 for (l, pages) in array_to_columns(array, self.fields[i].clone(), self.options, &self.encodings[i])?
                     .into_iter()
                     .enumerate()
                 {
-                    if leaves.len() <= l {
-                        leaves.push(vec![]);
-                    }
                     for page in pages {
-                        leaves[l].push(compress(page?, vec![], self.options.compression)?);
+                        add(l, page?)?;
                     }
                 }
             }
@@ -829,16 +824,14 @@ impl<W: std::io::Write> ParquetOut<W> {
         if split < columns.len() && self.helper.is_none() {
             self.helper = EncodeHelper::start(self.columns.clone(), split);
         }
-        if self.helper.is_none() {
+        let Some(helper) = &self.helper else {
             return self.write_group(n as u64, self.columns.encode(0, &columns)?);
-        }
+        };
         // hand this group's last columns over first: the helper (FIFO) goes on to them as soon
         // as the pending group's are done, while this thread writes that group
-        let second = columns.split_off(split);
-        self.helper.as_ref().ok_or_else(EncodeHelper::lost)?.submit(second)?;
+        helper.submit(columns.split_off(split))?;
         self.write_pending()?;
-        let first = self.columns.encode(0, &columns);
-        match first {
+        match self.columns.encode(0, &columns) {
             Ok(first) => {
                 self.pending = Some((n as u64, first));
                 Ok(())
@@ -1965,6 +1958,18 @@ mod tests {
         .unwrap()
     }
 
+    /// The frame of `rows` with the columns a [`writer`] writes.
+    fn written_frame(rows: WindowRows, keys: &KeyValues) -> DataFrame {
+        rows_to_frame(
+            rows,
+            keys,
+            &KeyOutput::Int(DataType::Int64),
+            &["value".into()],
+            &"count,sum,mean,std".parse().unwrap(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn pieces_make_the_frame_of_their_concatenation() {
         let keys = keys(6);
@@ -2032,14 +2037,7 @@ mod tests {
             let t = w.finish(&keys).unwrap();
             assert_eq!(t.rows as usize, all.len());
             let got = read_frame(&path).unwrap();
-            let want = rows_to_frame(
-                all,
-                &keys,
-                &KeyOutput::Int(DataType::Int64),
-                &["value".into()],
-                &"count,sum,mean,std".parse().unwrap(),
-            )
-            .unwrap();
+            let want = written_frame(all, &keys);
             assert_eq!(got.shape(), want.shape(), "{name}");
             assert_eq!(got.get_column_names(), want.get_column_names());
             for col in want.get_column_names() {
@@ -2210,14 +2208,7 @@ mod tests {
             assert!(r.cols.capacity() >= half);
         }
         w.finish(&keys).unwrap();
-        let want = rows_to_frame(
-            all,
-            &keys,
-            &KeyOutput::Int(DataType::Int64),
-            &["value".into()],
-            &"count,sum,mean,std".parse().unwrap(),
-        )
-        .unwrap();
+        let want = written_frame(all, &keys);
         assert!(read_frame(&path).unwrap().equals_missing(&want));
     }
 
@@ -2254,19 +2245,25 @@ mod tests {
         }
         w.finish(&keys).unwrap();
         let got = read_frame(&path).unwrap();
-        let want = rows_to_frame(
-            all,
-            &keys,
-            &KeyOutput::Int(DataType::Int64),
-            &["value".into()],
-            &"count,sum,mean,std".parse().unwrap(),
-        )
-        .unwrap();
+        let want = written_frame(all, &keys);
         for col in ["key", "window_start", "window_end", "revision", "count"] {
             let (a, b) = (got.column(col).unwrap(), want.column(col).unwrap());
             assert_eq!(a.dtype(), b.dtype(), "{col}");
             assert!(a.equals(b), "{col} differs");
         }
+    }
+
+    #[test]
+    fn projections_follow_the_file_order_and_read_everything_when_a_name_is_missing() {
+        let file: Vec<PlSmallStr> = ["a", "ts", "b", "key", "v"].into_iter().map(PlSmallStr::from).collect();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            projection(file.iter(), &names(&["v", "ts", "key"])),
+            Some(vec![1, 3, 4])
+        );
+        // a column named twice (a value column that is also the key) is read once
+        assert_eq!(projection(file.iter(), &names(&["ts", "v", "v"])), Some(vec![1, 4]));
+        assert_eq!(projection(file.iter(), &names(&["ts", "nope"])), None);
     }
 
     #[test]
