@@ -1,6 +1,6 @@
 //! Emitted window rows in columnar form, before they become a DataFrame or a file.
 
-use crate::agg::{AggKind, Aggregates, ColPartial};
+use crate::agg::{AggKind, Aggregates, ColPartial, Partial};
 
 /// Window results: one row per `(key, window, revision)`, in firing order (DESIGN.md §4).
 ///
@@ -98,14 +98,15 @@ impl WindowRows {
 
     /// Appends the first firing (revision 0, lineage 0) of window `[start, end)` for every key
     /// in `keys`, in that order; `row(key)` is the key's row in `count` / `cols` (`ncols`
-    /// partials per row). One bulk append per column instead of one push per row.
-    pub fn extend_firing(
+    /// partials per row, each widened to a [`ColPartial`]). One bulk append per column instead
+    /// of one push per row.
+    pub fn extend_firing<P: Partial>(
         &mut self,
         start: i64,
         end: i64,
         keys: &[u32],
         count: &[u64],
-        cols: &[ColPartial],
+        cols: &[P],
         row: impl Fn(u32) -> usize,
     ) {
         let n = keys.len();
@@ -117,12 +118,12 @@ impl WindowRows {
         self.count.extend(keys.iter().map(|&k| count[row(k)]));
         let nc = self.ncols;
         if nc == 1 {
-            self.cols.extend(keys.iter().map(|&k| cols[row(k)]));
+            self.cols.extend(keys.iter().map(|&k| cols[row(k)].to_full()));
         } else {
             self.cols.reserve(n * nc);
             for &k in keys {
                 let r = row(k);
-                self.cols.extend_from_slice(&cols[r * nc..(r + 1) * nc]);
+                self.cols.extend(cols[r * nc..(r + 1) * nc].iter().map(P::to_full));
             }
         }
     }

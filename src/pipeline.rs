@@ -482,8 +482,9 @@ impl Pipeline {
             (None, Some(_)) => return Err(Error::config("a model file was given but no model task (--model)")),
             (None, None) => None,
         };
-        let mut assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness);
-        let mut store = Store::new(&config.window, lateness, ncols, config.aggregates.needs_m2());
+        let aggs = &config.aggregates;
+        let mut assigner = Assigner::new(&config.window, config.watermark_delay.as_millis(), lateness, aggs);
+        let mut store = Store::new(&config.window, lateness, ncols, aggs);
         let backend_kind = backend.kind();
         let mut backend_desc = backend.describe();
         if backend.reduces_in_place() && assigner.reduce_in_place(&mut store, ncols, config.aggregates.needs_m2()) {

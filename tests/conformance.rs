@@ -263,6 +263,49 @@ fn several_value_columns_with_nulls_and_nan() {
     check("nulls session", &data, &Run::new("session:40ms", 300, 0));
 }
 
+/// count, sum and mean alone: tumbling and sliding windows keep only counts and sums per `(key,
+/// pane)` (a state of their own), session windows the full one; the answers are the model's, on
+/// data with nulls, NaN, late events and allowed lateness.
+#[test]
+fn counts_sums_and_means_alone() {
+    let mut data = stream(&Shape {
+        n: 5000,
+        keys: 40,
+        zipf: 1.1,
+        ncols: 2,
+        null_fraction: 0.1,
+        disorder: 500,
+        late_fraction: 0.05,
+        seed: 5,
+        ..Default::default()
+    });
+    for i in (0..data.len()).step_by(611) {
+        data.values[0][i] = f64::NAN;
+    }
+    for (spec, delay, lateness) in [
+        ("tumble:1s", 300, 0),
+        ("tumble:500ms", 100, 1500),
+        ("hop:2s:500ms", 300, 0),
+        ("hop:3s:1s:offset=200ms", 200, 700),
+        ("session:30ms", 300, 0),
+    ] {
+        let mut run = Run::new(spec, delay, lateness);
+        run.sums_only = true;
+        let (expected, late) = model(&data, run.model_spec());
+        let expected = blank_extremes(sorted(expected));
+        for (b, rel, rel_std) in backends() {
+            let res = run_backend(&data, &run, b);
+            let fin = blank_extremes(final_view(&res, run.spec.is_session()));
+            if let Err(e) = compare(&fin, &expected, rel, rel_std) {
+                panic!("{spec} count,sum,mean on {b}: {e}");
+            }
+            let mut got_late = res.late.clone();
+            got_late.sort();
+            assert_eq!(got_late, late, "{spec} on {b}: late events differ");
+        }
+    }
+}
+
 #[test]
 fn heavy_disorder() {
     let data = stream(&Shape {

@@ -3,7 +3,9 @@
 
 pub mod state;
 
-pub use state::{ColPartial, NULL_VALUE_BITS, from_order_key, is_null_value, null_value, order_key};
+pub use state::{
+    ColPartial, NULL_VALUE_BITS, Partial, SumPartial, from_order_key, is_null_value, null_value, order_key,
+};
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -155,6 +157,12 @@ impl Aggregates {
     /// Whether any aggregate needs the second moment.
     pub fn needs_m2(&self) -> bool {
         self.kinds.iter().any(|k| k.needs_m2())
+    }
+
+    /// Whether every aggregate follows from the count and the sum of values (count, sum, mean):
+    /// then window state needs no extremes and no second moment ([`SumPartial`]).
+    pub fn sums_suffice(&self) -> bool {
+        self.kinds.iter().all(|k| matches!(k, AggKind::Sum | AggKind::Mean))
     }
 
     /// Output column names for one value column, e.g. `sum_value`.

@@ -19,6 +19,7 @@ pub mod watermark;
 pub use spec::{PaneLayout, WindowSpec};
 pub use watermark::Watermark;
 
+use crate::agg::{Aggregates, SumPartial};
 use crate::backend::Partials;
 use crate::batch::KeyOrder;
 use crate::output::WindowRows;
@@ -36,6 +37,8 @@ pub fn cleanup_time(end: i64, lateness: i64) -> i64 {
 pub enum Plan {
     /// Tumbling or sliding windows.
     Panes(PanePlan),
+    /// Tumbling or sliding windows whose state is counts and sums ([`SumPartial`]).
+    SumPanes(PanePlan<SumPartial>),
     /// Session windows.
     Sessions(SessionPlan),
 }
@@ -54,6 +57,7 @@ impl Plan {
     pub fn num_slots(&self) -> usize {
         match self {
             Plan::Panes(p) => p.num_slots(),
+            Plan::SumPanes(p) => p.num_slots(),
             Plan::Sessions(p) => p.num_slots(),
         }
     }
@@ -62,6 +66,7 @@ impl Plan {
     pub fn end_watermark(&self) -> i64 {
         match self {
             Plan::Panes(p) => p.end_watermark,
+            Plan::SumPanes(p) => p.end_watermark,
             Plan::Sessions(p) => p.end_watermark,
         }
     }
@@ -72,14 +77,18 @@ impl Plan {
 pub enum Assigner {
     /// Tumbling or sliding windows.
     Panes(PaneAssigner),
+    /// Tumbling or sliding windows whose state is counts and sums ([`SumPartial`]).
+    SumPanes(PaneAssigner<SumPartial>),
     /// Session windows.
     Sessions(SessionAssigner),
 }
 
 impl Assigner {
-    /// The assigner for `spec` with watermark delay and allowed lateness in ms.
-    pub fn new(spec: &WindowSpec, delay: i64, lateness: i64) -> Self {
+    /// The assigner for `spec` with watermark delay and allowed lateness in ms, for a store of
+    /// the same `aggs` ([`Store::new`]).
+    pub fn new(spec: &WindowSpec, delay: i64, lateness: i64, aggs: &Aggregates) -> Self {
         match (spec.panes(), spec) {
+            (Some(layout), _) if aggs.sums_suffice() => Assigner::SumPanes(PaneAssigner::new(layout, delay, lateness)),
             (Some(layout), _) => Assigner::Panes(PaneAssigner::new(layout, delay, lateness)),
             (None, WindowSpec::Session { gap }) => {
                 Assigner::Sessions(SessionAssigner::new(gap.as_millis(), delay, lateness))
@@ -111,6 +120,14 @@ impl Assigner {
                     a.assign(ts, keys, values, num_keys, slots, late, p);
                 }
             }
+            Assigner::SumPanes(a) => {
+                if !matches!(plan, Plan::SumPanes(_)) {
+                    *plan = Plan::SumPanes(PanePlan::default());
+                }
+                if let Plan::SumPanes(p) = plan {
+                    a.assign(ts, keys, values, num_keys, slots, late, p);
+                }
+            }
             Assigner::Sessions(a) => {
                 if !matches!(plan, Plan::Sessions(_)) {
                     *plan = Plan::Sessions(SessionPlan::default());
@@ -133,6 +150,12 @@ impl Assigner {
                 a.reduce_in_place(ncols, want_m2, pool);
                 true
             }
+            (Assigner::SumPanes(a), Store::SumPanes(s)) => {
+                let pool = panes::PanePool::default();
+                s.share_pool(pool.clone());
+                a.reduce_in_place(ncols, want_m2, pool);
+                true
+            }
             _ => false,
         }
     }
@@ -140,7 +163,11 @@ impl Assigner {
     /// True once [`Self::reduce_in_place`] turned the direct mode on: values are read only while
     /// assigned (the store never sees them).
     pub fn reduces_in_place(&self) -> bool {
-        matches!(self, Assigner::Panes(a) if a.reduces_in_place())
+        match self {
+            Assigner::Panes(a) => a.reduces_in_place(),
+            Assigner::SumPanes(a) => a.reduces_in_place(),
+            Assigner::Sessions(_) => false,
+        }
     }
 
     /// The plan that ends the input (watermark +∞).
@@ -150,6 +177,11 @@ impl Assigner {
                 let mut p = PanePlan::default();
                 a.finish(&mut p);
                 Plan::Panes(p)
+            }
+            Assigner::SumPanes(a) => {
+                let mut p = PanePlan::default();
+                a.finish(&mut p);
+                Plan::SumPanes(p)
             }
             Assigner::Sessions(a) => {
                 let mut p = SessionPlan::default();
@@ -162,8 +194,10 @@ impl Assigner {
     /// Brings the assigner's view of the key order up to date (call before assigning a batch
     /// whose keys `keys` encodes; only the direct mode of sliding windows keeps one).
     pub fn note_keys(&mut self, keys: &crate::batch::KeyValues) {
-        if let Assigner::Panes(a) = self {
-            a.note_keys(keys);
+        match self {
+            Assigner::Panes(a) => a.note_keys(keys),
+            Assigner::SumPanes(a) => a.note_keys(keys),
+            Assigner::Sessions(_) => {}
         }
     }
 
@@ -171,6 +205,7 @@ impl Assigner {
     pub fn open_states(&self) -> usize {
         match self {
             Assigner::Panes(a) => a.open_states(),
+            Assigner::SumPanes(a) => a.open_states(),
             Assigner::Sessions(_) => 0,
         }
     }
@@ -179,6 +214,7 @@ impl Assigner {
     pub fn watermark(&self) -> i64 {
         match self {
             Assigner::Panes(a) => a.watermark(),
+            Assigner::SumPanes(a) => a.watermark(),
             Assigner::Sessions(a) => a.watermark(),
         }
     }
@@ -191,15 +227,22 @@ impl Assigner {
 pub enum Store {
     /// Tumbling or sliding windows.
     Panes(PaneStore),
+    /// Tumbling or sliding windows whose aggregates follow from counts and sums
+    /// ([`Aggregates::sums_suffice`]): 16 bytes of state per `(key, pane)` and value column
+    /// instead of 40.
+    SumPanes(PaneStore<SumPartial>),
     /// Session windows.
     Sessions(SessionStore),
 }
 
 impl Store {
-    /// The store for `spec` with allowed lateness in ms and `ncols` value columns; `want_m2`
-    /// says whether variances are requested.
-    pub fn new(spec: &WindowSpec, lateness: i64, ncols: usize, want_m2: bool) -> Self {
+    /// The store for `spec` with allowed lateness in ms, `ncols` value columns and aggregates
+    /// `aggs`, which choose the state kept: second moments only for variances, and for
+    /// tumbling and sliding windows counts and sums alone when they suffice.
+    pub fn new(spec: &WindowSpec, lateness: i64, ncols: usize, aggs: &Aggregates) -> Self {
+        let want_m2 = aggs.needs_m2();
         match spec.panes() {
+            Some(layout) if aggs.sums_suffice() => Store::SumPanes(PaneStore::new(layout, lateness, ncols, want_m2)),
             Some(layout) => Store::Panes(PaneStore::new(layout, lateness, ncols, want_m2)),
             None => Store::Sessions(SessionStore::new(ncols, want_m2)),
         }
@@ -210,6 +253,7 @@ impl Store {
     pub fn apply(&mut self, plan: &mut Plan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         match (self, plan) {
             (Store::Panes(s), Plan::Panes(p)) => s.apply(p, partials, keys, out),
+            (Store::SumPanes(s), Plan::SumPanes(p)) => s.apply(p, partials, keys, out),
             (Store::Sessions(s), Plan::Sessions(p)) => s.apply(p, partials, keys, out),
             _ => debug_assert!(false, "plan kind does not match the store"),
         }
@@ -219,6 +263,7 @@ impl Store {
     pub fn open_states(&self) -> usize {
         match self {
             Store::Panes(s) => s.open_states(),
+            Store::SumPanes(s) => s.open_states(),
             Store::Sessions(s) => s.open_sessions(),
         }
     }

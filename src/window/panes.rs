@@ -24,7 +24,7 @@
 use super::cleanup_time;
 use super::spec::PaneLayout;
 use super::watermark::Watermark;
-use crate::agg::ColPartial;
+use crate::agg::{ColPartial, Partial};
 use crate::backend::{Partials, SKIP_SLOT};
 use crate::batch::KeyOrder;
 use crate::output::WindowRows;
@@ -37,7 +37,7 @@ const NONE: u32 = u32::MAX;
 /// fill again: their buffers are already allocated and mapped. They carry no key index: each
 /// side keeps its own indexes, so that the per-event lookups stay in the cache of the core that
 /// makes them.
-pub type PanePool = Arc<Mutex<Vec<Pane>>>;
+pub type PanePool<P = ColPartial> = Arc<Mutex<Vec<Pane<P>>>>;
 
 /// Emptied panes a pool keeps at most.
 const POOL_MAX: usize = 16;
@@ -55,7 +55,7 @@ pub struct Epoch {
 
 /// What the assigner tells the store about one batch.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct PanePlan {
+pub struct PanePlan<P = ColPartial> {
     /// Key id of each slot.
     pub slot_key: Vec<u32>,
     /// Pane index of each slot.
@@ -63,20 +63,20 @@ pub struct PanePlan {
     /// Watermark points inside the batch, in order.
     pub epochs: Vec<Epoch>,
     /// Direct mode: pane rows the assigner filled, in the order it sealed them.
-    pub sealed: Vec<SealedPane>,
+    pub sealed: Vec<SealedPane<P>>,
     /// The watermark after the batch.
     pub end_watermark: i64,
 }
 
 /// Rows of one pane filled by the assigner in the direct mode, for the store to take over.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SealedPane {
+pub struct SealedPane<P = ColPartial> {
     /// The pane index.
     pub pane: i64,
-    rows: Pane,
+    rows: Pane<P>,
 }
 
-impl SealedPane {
+impl<P> SealedPane<P> {
     /// `(key, pane)` states it holds.
     pub fn len(&self) -> usize {
         self.rows.keys.len()
@@ -88,7 +88,7 @@ impl SealedPane {
     }
 }
 
-impl PanePlan {
+impl<P> PanePlan<P> {
     fn clear(&mut self) {
         self.slot_key.clear();
         self.slot_pane.clear();
@@ -114,7 +114,7 @@ struct SlotTable {
 
 /// The per-event half of pane windows: watermark, lateness, slot assignment.
 #[derive(Clone, Debug)]
-pub struct PaneAssigner {
+pub struct PaneAssigner<P = ColPartial> {
     layout: PaneLayout,
     lateness: i64,
     wm: Watermark,
@@ -126,12 +126,12 @@ pub struct PaneAssigner {
     /// The smallest cleanup time among `tables`.
     next_release: i64,
     /// The direct mode's state, when it is on.
-    direct: Option<Direct>,
+    direct: Option<Direct<P>>,
 }
 
 /// A pane whose rows the assigner fills in the direct mode.
 #[derive(Clone, Debug)]
-struct LivePane {
+struct LivePane<P> {
     /// `key -> row` of `rows` (the assigner's own; `rows` travel without it).
     index: Vec<u32>,
     pane: i64,
@@ -140,29 +140,29 @@ struct LivePane {
     /// The watermark at which the first window containing the pane fires (its end - 1): from
     /// then on the store needs the pane's rows.
     fires: i64,
-    rows: Pane,
+    rows: Pane<P>,
 }
 
 /// The direct mode: events folded into pane rows as they are assigned.
 #[derive(Clone, Debug)]
-struct Direct {
+struct Direct<P> {
     ncols: usize,
     want_m2: bool,
-    live: Vec<LivePane>,
-    pool: PanePool,
+    live: Vec<LivePane<P>>,
+    pool: PanePool<P>,
     /// Emptied indexes of sealed panes.
     indexes: Vec<Vec<u32>>,
     /// Sliding windows: the key order sealed panes are put in (the store merges panes in key
     /// order; sorting them here moves that work off the store's thread).
     order: Option<KeyOrder>,
-    scratch: PaneScratch,
+    scratch: PaneScratch<P>,
     /// Keys of the batch being assigned (ids below it can occur in the panes).
     num_keys: usize,
 }
 
-impl Direct {
+impl<P: Partial> Direct<P> {
     /// Hands the rows of every live pane whose first window fires by `w` to the plan.
-    fn seal(&mut self, w: i64, plan: &mut PanePlan) {
+    fn seal(&mut self, w: i64, plan: &mut PanePlan<P>) {
         let mut i = 0;
         while i < self.live.len() {
             if self.live[i].fires <= w {
@@ -188,19 +188,19 @@ impl Direct {
     }
 
     /// Hands the rows of every live pane to the plan (end of input).
-    fn seal_all(&mut self, plan: &mut PanePlan) {
+    fn seal_all(&mut self, plan: &mut PanePlan<P>) {
         self.seal(i64::MAX, plan);
     }
 }
 
 /// An emptied pane from `pool` (without index), or a new one.
-fn take_pane(pool: &PanePool) -> Pane {
+fn take_pane<P: Partial>(pool: &PanePool<P>) -> Pane<P> {
     pool.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
 }
 
 /// Returns a pane's buffers to `pool` (dropped when the pool is full). Its index, if it still
 /// has one, is dropped: indexes stay with the side that built them ([`Pane::take_index`]).
-fn give_back(pool: &PanePool, mut pane: Pane) {
+fn give_back<P: Partial>(pool: &PanePool<P>, mut pane: Pane<P>) {
     pane.index = Vec::new();
     pane.keys.clear();
     pane.count.clear();
@@ -232,7 +232,7 @@ fn keep(pool: &mut Vec<Vec<u32>>, idx: Vec<u32>) {
     }
 }
 
-impl PaneAssigner {
+impl<P: Partial> PaneAssigner<P> {
     /// An assigner for `layout` with watermark delay and allowed lateness in ms.
     pub fn new(layout: PaneLayout, delay: i64, lateness: i64) -> Self {
         PaneAssigner {
@@ -252,7 +252,7 @@ impl PaneAssigner {
     /// Turns the direct mode on: events are folded into pane rows here (`ncols` value columns,
     /// second moments when `want_m2`) and no slots are allocated. `pool` is shared with the store,
     /// which hands emptied panes back through it. Call before the first batch.
-    pub fn reduce_in_place(&mut self, ncols: usize, want_m2: bool, pool: PanePool) {
+    pub fn reduce_in_place(&mut self, ncols: usize, want_m2: bool, pool: PanePool<P>) {
         // every fire and purge point seals panes, tumbling windows included
         self.use_epochs = true;
         self.direct = Some(Direct {
@@ -380,7 +380,7 @@ impl PaneAssigner {
         num_keys: usize,
         slots: &mut Vec<u32>,
         late: &mut Vec<u32>,
-        plan: &mut PanePlan,
+        plan: &mut PanePlan<P>,
     ) {
         plan.clear();
         slots.clear();
@@ -463,13 +463,13 @@ impl PaneAssigner {
     #[allow(clippy::too_many_arguments)]
     fn assign_direct<const M2: bool, V: AsRef<[f64]>>(
         &mut self,
-        d: &mut Direct,
+        d: &mut Direct<P>,
         ts: &[i64],
         keys: &[u32],
         values: &[V],
         num_keys: usize,
         late: &mut Vec<u32>,
-        plan: &mut PanePlan,
+        plan: &mut PanePlan<P>,
     ) {
         let ncols = d.ncols;
         debug_assert_eq!(values.len(), ncols);
@@ -540,10 +540,9 @@ impl PaneAssigner {
                 rows.keys.push(k);
                 rows.count.push(1);
                 if ncols == 1 {
-                    rows.cols.push(ColPartial::of::<M2>(one[i]));
+                    rows.cols.push(P::of::<M2>(one[i]));
                 } else {
-                    rows.cols
-                        .extend(values.iter().map(|v| ColPartial::of::<M2>(v.as_ref()[i])));
+                    rows.cols.extend(values.iter().map(|v| P::of::<M2>(v.as_ref()[i])));
                 }
                 continue;
             }
@@ -566,7 +565,7 @@ impl PaneAssigner {
     }
 
     /// Ends the input: the plan that fires every open window.
-    pub fn finish(&mut self, plan: &mut PanePlan) {
+    pub fn finish(&mut self, plan: &mut PanePlan<P>) {
         plan.clear();
         if let Some(d) = &mut self.direct {
             d.seal_all(plan);
@@ -579,19 +578,19 @@ impl PaneAssigner {
 /// The partial state of one pane for every key that has data in it: rows in arrival order,
 /// `index[key]` = row (or none).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Pane {
+pub struct Pane<P = ColPartial> {
     index: Vec<u32>,
     keys: Vec<u32>,
     count: Vec<u64>,
-    cols: Vec<ColPartial>,
+    cols: Vec<P>,
     /// Rows `..sorted` are in key order (rows appended later, by late updates, are not).
     sorted: usize,
 }
 
-impl Pane {
+impl<P: Partial> Pane<P> {
     /// Puts the rows in key-value order (ranks never reorder existing keys, so it stays valid
     /// as keys arrive).
-    fn sort_by_key_order(&mut self, keys: &KeyOrder, ncols: usize, scratch: &mut PaneScratch) {
+    fn sort_by_key_order(&mut self, keys: &KeyOrder, ncols: usize, scratch: &mut PaneScratch<P>) {
         scratch.keys.clear();
         scratch.keys.extend_from_slice(&self.keys);
         let index = &self.index;
@@ -620,7 +619,7 @@ impl Pane {
 
     /// Adds `count` events with partials `cols` to `key`'s row (a new row when it has none).
     #[inline(always)]
-    fn add_row(&mut self, key: u32, count: u64, cols: &[ColPartial], ncols: usize, m2: bool) {
+    fn add_row(&mut self, key: u32, count: u64, cols: &[P], ncols: usize, m2: bool) {
         let k = key as usize;
         if k >= self.index.len() {
             self.index.resize((k + 1).max(self.index.len() * 2), NONE);
@@ -636,9 +635,9 @@ impl Pane {
             self.count[r] += count;
             let dst = &mut self.cols[r * ncols..(r + 1) * ncols];
             if m2 {
-                combine_row::<true>(dst, cols);
+                combine_row::<true, _>(dst, cols);
             } else {
-                combine_row::<false>(dst, cols);
+                combine_row::<false, _>(dst, cols);
             }
         }
     }
@@ -676,22 +675,22 @@ impl Pane {
 /// Scratch space to merge the panes of one window for every key, indexed by key rank (a count
 /// of 0 marks an untouched rank).
 #[derive(Clone, Debug, Default)]
-struct Accumulator {
+struct Accumulator<P> {
     touched: Vec<u32>,
     count: Vec<u64>,
-    cols: Vec<ColPartial>,
-    scratch: PaneScratch,
+    cols: Vec<P>,
+    scratch: PaneScratch<P>,
 }
 
 /// Rows in key order, by [`KeyOrder`] rank (ascending): a merge of consecutive panes.
 #[derive(Clone, Debug, Default)]
-struct OrderedRows {
+struct OrderedRows<P> {
     rank: Vec<u32>,
     count: Vec<u64>,
-    cols: Vec<ColPartial>,
+    cols: Vec<P>,
 }
 
-impl OrderedRows {
+impl<P> OrderedRows<P> {
     fn clear(&mut self) {
         self.rank.clear();
         self.count.clear();
@@ -709,19 +708,19 @@ impl OrderedRows {
 /// window's last pane. Suffixes are built once per block, the prefix grows by one slide per
 /// window: about three merges per emitted row instead of `k`.
 #[derive(Clone, Debug, Default)]
-struct Sliding {
+struct Sliding<P> {
     /// The block whose suffixes `suffix` holds, and the keys their ranks were taken for.
     suffix_block: Option<(i64, usize)>,
     /// `suffix[i]`: panes `b * k + i ..= b * k + k - 1`, in key order.
-    suffix: Vec<OrderedRows>,
+    suffix: Vec<OrderedRows<P>>,
     /// The block whose prefix the accumulator holds, and the keys its ranks were taken for.
     prefix_block: Option<(i64, usize)>,
     /// The last pane merged into the prefix.
     prefix_last: i64,
     /// The prefix, indexed by key rank (count 0 = no row).
-    prefix: Accumulator,
+    prefix: Accumulator<P>,
     /// A window's rows before they are appended to the output.
-    emitted: PaneScratch,
+    emitted: PaneScratch<P>,
 }
 
 /// Windows of at most this many panes use [`Sliding`]; longer ones merge their panes directly
@@ -730,7 +729,7 @@ const MAX_SLIDING_PANES: i64 = 64;
 
 /// Appends one row's partials (one column: a plain push, not a `memcpy` call).
 #[inline(always)]
-fn extend_cols(dst: &mut Vec<ColPartial>, cols: &[ColPartial]) {
+fn extend_cols<P: Copy>(dst: &mut Vec<P>, cols: &[P]) {
     if let [c] = cols {
         dst.push(*c);
     } else {
@@ -740,7 +739,7 @@ fn extend_cols(dst: &mut Vec<ColPartial>, cols: &[ColPartial]) {
 
 /// Appends one row of `ncols` partials.
 #[inline(always)]
-fn push_row(dst: &mut OrderedRows, rank: u32, count: u64, cols: &[ColPartial]) {
+fn push_row<P: Copy>(dst: &mut OrderedRows<P>, rank: u32, count: u64, cols: &[P]) {
     dst.rank.push(rank);
     dst.count.push(count);
     extend_cols(&mut dst.cols, cols);
@@ -748,12 +747,12 @@ fn push_row(dst: &mut OrderedRows, rank: u32, count: u64, cols: &[ColPartial]) {
 
 /// Merges the rows of pane `a` (in key order) and rows `b` into `dst`, rows of the same key
 /// combined.
-fn merge_ordered<const M2: bool>(
-    a: (&[u32], &[u64], &[ColPartial]),
-    b: &OrderedRows,
+fn merge_ordered<const M2: bool, P: Partial>(
+    a: (&[u32], &[u64], &[P]),
+    b: &OrderedRows<P>,
     keys: &KeyOrder,
     ncols: usize,
-    dst: &mut OrderedRows,
+    dst: &mut OrderedRows<P>,
 ) {
     let (ak, ac, acols) = a;
     let arow = |i: usize| &acols[i * ncols..(i + 1) * ncols];
@@ -775,7 +774,7 @@ fn merge_ordered<const M2: bool>(
         } else {
             push_row(dst, ra, ac[i] + b.count[j], arow(i));
             let at = dst.cols.len() - ncols;
-            combine_row::<M2>(&mut dst.cols[at..], brow(j));
+            combine_row::<M2, _>(&mut dst.cols[at..], brow(j));
             i += 1;
             j += 1;
         }
@@ -791,12 +790,12 @@ fn merge_ordered<const M2: bool>(
 /// Appends the row of rank `r` of a sliding window: suffix row `s[*j]` when it has rank `r`
 /// (then `*j` moves on), merged with the prefix's row `r` when that has events.
 #[inline(always)]
-fn emit_sliding<const M2: bool>(
+fn emit_sliding<const M2: bool, P: Partial>(
     out: &mut WindowRows,
     r: usize,
-    s: &OrderedRows,
+    s: &OrderedRows<P>,
     j: &mut usize,
-    acc: &Accumulator,
+    acc: &Accumulator<P>,
     sorted: &[u32],
     ncols: usize,
 ) {
@@ -807,23 +806,25 @@ fn emit_sliding<const M2: bool>(
         *j += 1;
         out.key.push(sorted[r]);
         out.count.push(s.count[sj] + ac);
-        let at = out.cols.len();
-        extend_cols(&mut out.cols, &s.cols[sj * ncols..(sj + 1) * ncols]);
-        if ac != 0 {
-            combine_row::<M2>(&mut out.cols[at..], arow);
+        for (c, a) in s.cols[sj * ncols..(sj + 1) * ncols].iter().zip(arow) {
+            let mut p = *c;
+            if ac != 0 {
+                p.combine_with::<M2>(a);
+            }
+            out.cols.push(p.to_full());
         }
     } else if ac != 0 {
         out.key.push(sorted[r]);
         out.count.push(ac);
-        extend_cols(&mut out.cols, arow);
+        out.cols.extend(arow.iter().map(P::to_full));
     }
 }
 
 /// `p`, or the identity when `keep` is false, chosen without a branch (which would mispredict as
 /// often as keys are missing from a pane).
 #[inline(always)]
-fn or_identity(p: &ColPartial, keep: bool) -> ColPartial {
-    std::hint::select_unpredictable(keep, *p, ColPartial::IDENTITY)
+fn or_identity<P: Partial>(p: &P, keep: bool) -> P {
+    std::hint::select_unpredictable(keep, *p, P::IDENTITY)
 }
 
 /// `v` when `keep`, else 0, without a branch.
@@ -849,17 +850,17 @@ fn grow<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) {
 /// (Zipf keys: a threshold of half the keys made the window store 15-20% slower). With `M2` the
 /// second moment is combined without a branch too ([`ColPartial::combine_branchless_m2`]).
 #[inline(never)]
-fn merge_dense_one<const M2: bool>(
-    a: (&[u32], &[u64], &[ColPartial]),
-    b: &OrderedRows,
+fn merge_dense_one<const M2: bool, P: Partial>(
+    a: (&[u32], &[u64], &[P]),
+    b: &OrderedRows<P>,
     sorted: &[u32],
-    dst: &mut OrderedRows,
+    dst: &mut OrderedRows<P>,
 ) {
     let (ak, ac, acols) = a;
     let cap = (ak.len() + b.len()).min(sorted.len()) + 1;
     grow(&mut dst.rank, cap, 0);
     grow(&mut dst.count, cap, 0);
-    grow(&mut dst.cols, cap, ColPartial::IDENTITY);
+    grow(&mut dst.cols, cap, P::IDENTITY);
     let (rank, count, cols) = (&mut dst.rank[..cap], &mut dst.count[..cap], &mut dst.cols[..cap]);
     let (alast, blast) = (ak.len() - 1, b.len() - 1);
     let (mut i, mut j, mut m) = (0, 0, 0);
@@ -891,17 +892,17 @@ fn merge_dense_one<const M2: bool>(
 /// behind a branch on whether the rank has one cost a quarter more of the store's time (Zipf keys),
 /// pushing every row and cutting it off again more still.
 #[inline(never)]
-fn emit_dense_one<const M2: bool>(
+fn emit_dense_one<const M2: bool, P: Partial>(
     out: &mut WindowRows,
-    s: &OrderedRows,
-    acc: &Accumulator,
+    s: &OrderedRows<P>,
+    acc: &Accumulator<P>,
     sorted: &[u32],
-    rows: &mut PaneScratch,
+    rows: &mut PaneScratch<P>,
 ) {
     let n = sorted.len();
     grow(&mut rows.keys, n, 0);
     grow(&mut rows.count, n, 0);
-    grow(&mut rows.cols, n, ColPartial::IDENTITY);
+    grow(&mut rows.cols, n, P::IDENTITY);
     let (key, count, cols) = (&mut rows.keys[..n], &mut rows.count[..n], &mut rows.cols[..n]);
     let slast = s.len().saturating_sub(1);
     let (mut j, mut m) = (0, 0);
@@ -909,7 +910,7 @@ fn emit_dense_one<const M2: bool>(
         let jj = j.min(slast);
         let ks = s.rank.get(jj) == Some(&(r as u32));
         let sc = s.count.get(jj).copied().unwrap_or(0);
-        let sp = s.cols.get(jj).copied().unwrap_or(ColPartial::IDENTITY);
+        let sp = s.cols.get(jj).copied().unwrap_or(P::IDENTITY);
         let mut p = or_identity(&sp, ks);
         p.combine_dense::<M2>(&acc.cols[r]);
         let c = or_zero(sc, ks) + acc.count[r];
@@ -922,19 +923,19 @@ fn emit_dense_one<const M2: bool>(
     assert_eq!(j, s.len(), "every suffix row has a rank in `sorted`");
     out.key.extend_from_slice(&key[..m]);
     out.count.extend_from_slice(&count[..m]);
-    out.cols.extend_from_slice(&cols[..m]);
+    out.cols.extend(cols[..m].iter().map(P::to_full));
 }
 
 /// Buffers re-used when a pane is put in key order.
 #[derive(Clone, Debug, Default)]
-struct PaneScratch {
+struct PaneScratch<P> {
     keys: Vec<u32>,
     count: Vec<u64>,
-    cols: Vec<ColPartial>,
+    cols: Vec<P>,
 }
 
 #[inline(always)]
-fn combine_row<const M2: bool>(dst: &mut [ColPartial], src: &[ColPartial]) {
+fn combine_row<const M2: bool, P: Partial>(dst: &mut [P], src: &[P]) {
     for (a, b) in dst.iter_mut().zip(src) {
         a.combine_with::<M2>(b);
     }
@@ -942,7 +943,7 @@ fn combine_row<const M2: bool>(dst: &mut [ColPartial], src: &[ColPartial]) {
 
 /// The window state of tumbling and sliding windows: per-pane partials, fired-window revisions.
 #[derive(Clone, Debug)]
-pub struct PaneStore {
+pub struct PaneStore<P = ColPartial> {
     layout: PaneLayout,
     lateness: i64,
     ncols: usize,
@@ -950,24 +951,24 @@ pub struct PaneStore {
     wm: i64,
     /// Pane index -> position in `slab`.
     index: BTreeMap<i64, usize>,
-    slab: Vec<Pane>,
+    slab: Vec<Pane<P>>,
     free: Vec<usize>,
     /// Windows that fired and are still kept (`allowed lateness > 0`): `(start, key) -> revision`.
     fired: BTreeMap<(i64, u32), u32>,
     /// Fired, kept windows updated since their last firing.
     dirty: BTreeSet<(i64, u32)>,
-    acc: Accumulator,
+    acc: Accumulator<P>,
     order: Vec<u32>,
-    sliding: Sliding,
+    sliding: Sliding<P>,
     /// Windows of up to this many panes use `sliding` (a knob for the tests).
     sliding_max: i64,
     /// Emptied panes, shared with a direct-mode assigner.
-    pool: PanePool,
+    pool: PanePool<P>,
     /// Emptied indexes of purged panes.
     indexes: Vec<Vec<u32>>,
 }
 
-impl PaneStore {
+impl<P: Partial> PaneStore<P> {
     /// An empty store; `want_m2` says whether variances are requested.
     pub fn new(layout: PaneLayout, lateness: i64, ncols: usize, want_m2: bool) -> Self {
         PaneStore {
@@ -992,7 +993,7 @@ impl PaneStore {
 
     /// Shares `pool` with a direct-mode assigner ([`PaneAssigner::reduce_in_place`]): purged and
     /// merged panes go back through it.
-    pub fn share_pool(&mut self, pool: PanePool) {
+    pub fn share_pool(&mut self, pool: PanePool<P>) {
         self.pool = pool;
     }
 
@@ -1008,7 +1009,7 @@ impl PaneStore {
 
     /// Applies one batch's partials (or, in the direct mode, takes its sealed panes) and fires
     /// what the watermark allows.
-    pub fn apply(&mut self, plan: &mut PanePlan, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
+    pub fn apply(&mut self, plan: &mut PanePlan<P>, partials: &Partials, keys: &KeyOrder, out: &mut WindowRows) {
         let (mut s, mut g) = (0usize, 0usize);
         for ep in &plan.epochs {
             self.merge(&plan.slot_key, &plan.slot_pane, partials, s..ep.slot_end as usize);
@@ -1038,7 +1039,7 @@ impl PaneStore {
     }
 
     /// Puts `pane` (rows without an index) in the slab as pane `p` (not held yet), indexed.
-    fn place(&mut self, p: i64, mut pane: Pane) -> usize {
+    fn place(&mut self, p: i64, mut pane: Pane<P>) -> usize {
         self.changed(p);
         pane.set_index(take_index(&mut self.indexes, 0));
         let i = match self.free.pop() {
@@ -1069,7 +1070,7 @@ impl PaneStore {
 
     /// Takes over the rows of a pane the assigner filled (direct mode): adopted as the pane when
     /// the store has none, else the smaller of the two is merged into the larger.
-    fn absorb(&mut self, sealed: SealedPane) {
+    fn absorb(&mut self, sealed: SealedPane<P>) {
         let SealedPane {
             pane: p,
             rows: mut incoming,
@@ -1123,6 +1124,8 @@ impl PaneStore {
         range: std::ops::Range<usize>,
     ) {
         let ncols = self.ncols;
+        // the backend's full partials, as this store keeps them
+        let mut row: Vec<P> = Vec::with_capacity(ncols);
         // Slots alternate between a few panes; remember the last ones.
         let mut cache: [(i64, usize); 4] = [(i64::MIN, 0); 4];
         let mut next = 0;
@@ -1139,7 +1142,9 @@ impl PaneStore {
                 }
             };
             let key = slot_key[s];
-            self.slab[pi].add_row(key, partials.count[s], partials.slot(s), ncols, M2);
+            row.clear();
+            row.extend(partials.slot(s).iter().map(P::from_full));
+            self.slab[pi].add_row(key, partials.count[s], &row, ncols, M2);
             if self.lateness > 0 {
                 self.mark_dirty(p, key);
             }
@@ -1264,12 +1269,12 @@ impl PaneStore {
                     let rows = (&pane.keys[..], &pane.count[..], &pane.cols[..]);
                     let both = !pane.keys.is_empty() && !next.rank.is_empty();
                     if ncols == 1 && both && pane.keys.len() + next.len() >= keys.len() {
-                        merge_dense_one::<M2>(rows, next, keys.sorted(), &mut dst);
+                        merge_dense_one::<M2, _>(rows, next, keys.sorted(), &mut dst);
                     } else {
-                        merge_ordered::<M2>(rows, next, keys, ncols, &mut dst);
+                        merge_ordered::<M2, _>(rows, next, keys, ncols, &mut dst);
                     }
                 }
-                None => merge_ordered::<M2>((&[], &[], &[]), next, keys, ncols, &mut dst),
+                None => merge_ordered::<M2, _>((&[], &[], &[]), next, keys, ncols, &mut dst),
             }
             self.sliding.suffix[i] = dst;
         }
@@ -1285,12 +1290,12 @@ impl PaneStore {
             for &r in &acc.touched {
                 let r = r as usize;
                 acc.count[r] = 0;
-                acc.cols[r * ncols..(r + 1) * ncols].fill(ColPartial::IDENTITY);
+                acc.cols[r * ncols..(r + 1) * ncols].fill(P::IDENTITY);
             }
             acc.touched.clear();
             if acc.count.len() < n {
                 acc.count.resize(n, 0);
-                acc.cols.resize(n * ncols, ColPartial::IDENTITY);
+                acc.cols.resize(n * ncols, P::IDENTITY);
             }
             self.sliding.prefix_block = Some((b, n));
             self.sliding.prefix_last = b * k - 1;
@@ -1309,7 +1314,7 @@ impl PaneStore {
                     dst.copy_from_slice(src);
                 } else {
                     acc.count[a] += pane.count[r];
-                    combine_row::<M2>(dst, src);
+                    combine_row::<M2, _>(dst, src);
                 }
             }
         }
@@ -1352,10 +1357,10 @@ impl PaneStore {
         if most * 8 >= n {
             // most keys have a row: walk every rank
             if ncols == 1 {
-                emit_dense_one::<M2>(out, s, acc, sorted, &mut self.sliding.emitted);
+                emit_dense_one::<M2, _>(out, s, acc, sorted, &mut self.sliding.emitted);
             } else {
                 for r in 0..n {
-                    emit_sliding::<M2>(out, r, s, &mut j, acc, sorted, ncols);
+                    emit_sliding::<M2, _>(out, r, s, &mut j, acc, sorted, ncols);
                 }
             }
         } else {
@@ -1364,12 +1369,12 @@ impl PaneStore {
             touched.sort_unstable();
             for &r in &touched {
                 while j < s.len() && s.rank[j] < r {
-                    emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
+                    emit_sliding::<M2, _>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
                 }
-                emit_sliding::<M2>(out, r as usize, s, &mut j, acc, sorted, ncols);
+                emit_sliding::<M2, _>(out, r as usize, s, &mut j, acc, sorted, ncols);
             }
             while j < s.len() {
-                emit_sliding::<M2>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
+                emit_sliding::<M2, _>(out, s.rank[j] as usize, s, &mut j, acc, sorted, ncols);
             }
             acc.touched = touched;
         }
@@ -1452,7 +1457,7 @@ impl PaneStore {
         for &r in &acc.touched {
             let r = r as usize;
             acc.count[r] = 0;
-            acc.cols[r * ncols..(r + 1) * ncols].fill(ColPartial::IDENTITY);
+            acc.cols[r * ncols..(r + 1) * ncols].fill(P::IDENTITY);
         }
         acc.touched.clear();
         self.remember_fired(start);
@@ -1469,7 +1474,7 @@ impl PaneStore {
         let acc = &mut self.acc;
         if acc.count.len() < n {
             acc.count.resize(n, 0);
-            acc.cols.resize(n * ncols, ColPartial::IDENTITY);
+            acc.cols.resize(n * ncols, P::IDENTITY);
         }
         let mut rows = 0;
         for (_, &pi) in self.index.range(lo..=hi) {
@@ -1489,7 +1494,7 @@ impl PaneStore {
                 if dense {
                     acc.count[a] += pane.count[r];
                     if M2 {
-                        combine_row::<true>(dst, src);
+                        combine_row::<true, _>(dst, src);
                     } else {
                         for (d, s) in dst.iter_mut().zip(src) {
                             d.combine_branchless(s);
@@ -1501,7 +1506,7 @@ impl PaneStore {
                     dst.copy_from_slice(src);
                 } else {
                     acc.count[a] += pane.count[r];
-                    combine_row::<M2>(dst, src);
+                    combine_row::<M2, _>(dst, src);
                 }
             }
         }
@@ -1517,11 +1522,12 @@ impl PaneStore {
         }
         list.sort_unstable_by_key(|&(s, k)| (s, keys.rank(k)));
         let ncols = self.ncols;
-        let mut cols = vec![ColPartial::IDENTITY; ncols];
+        let mut cols = vec![P::IDENTITY; ncols];
+        let mut full = Vec::with_capacity(ncols);
         for (start, key) in list {
             let end = start + self.layout.size;
             let mut count = 0;
-            cols.fill(ColPartial::IDENTITY);
+            cols.fill(P::IDENTITY);
             for (_, &pi) in self
                 .index
                 .range(self.layout.pane_of(start)..=self.layout.pane_of(end - 1))
@@ -1529,7 +1535,7 @@ impl PaneStore {
                 let pane = &self.slab[pi];
                 if let Some(r) = pane.get(key) {
                     count += pane.count[r];
-                    combine_row::<true>(&mut cols, &pane.cols[r * ncols..(r + 1) * ncols]);
+                    combine_row::<true, _>(&mut cols, &pane.cols[r * ncols..(r + 1) * ncols]);
                 }
             }
             if count == 0 {
@@ -1540,7 +1546,9 @@ impl PaneStore {
                 None => 0,
             };
             self.fired.insert((start, key), rev);
-            out.push(key, start, end, rev, count, &cols, 0);
+            full.clear();
+            full.extend(cols.iter().map(P::to_full));
+            out.push(key, start, end, rev, count, &full, 0);
         }
     }
 }
@@ -1551,7 +1559,7 @@ mod tests {
 
     /// Assigns `ts`/`keys` in batches of `batch`, starting the stamps `start` below their wrap.
     fn slots_of(ts: &[i64], keys: &[u32], batch: usize, start: u32) -> Vec<(u32, i64)> {
-        let mut a = PaneAssigner::new(PaneLayout::new(100, 100, 0), 50, 0);
+        let mut a = PaneAssigner::<ColPartial>::new(PaneLayout::new(100, 100, 0), 50, 0);
         a.next_stamp = u32::MAX - start;
         let (mut slots, mut late, mut plan) = (vec![], vec![], PanePlan::default());
         let mut out = vec![];
@@ -1656,8 +1664,8 @@ mod direct_tests {
                 let (c, p) = row(r, next() % 1000);
                 push_row(&mut b, r as u32, c, &[p]);
             }
-            merge_ordered::<M2>((&ak, &ac, &acols), &b, &order, 1, &mut want);
-            merge_dense_one::<M2>((&ak, &ac, &acols), &b, &sorted, &mut got);
+            merge_ordered::<M2, _>((&ak, &ac, &acols), &b, &order, 1, &mut want);
+            merge_dense_one::<M2, _>((&ak, &ac, &acols), &b, &sorted, &mut got);
             let what = format!("m2 {M2} case {case}: {n} keys, {} and {} rows", ak.len(), b.len());
             assert_eq!(got.rank, want.rank, "{what}");
             assert_eq!(got.count, want.count, "{what}");
@@ -1681,10 +1689,10 @@ mod direct_tests {
                 // rows of an earlier window stay in front of the new ones
                 out.push(7, 0, 1, 0, 1, &[ColPartial::of::<M2>(1.0)], 0);
             }
-            emit_dense_one::<M2>(&mut got_out, &s, &acc, &sorted, &mut emitted);
+            emit_dense_one::<M2, _>(&mut got_out, &s, &acc, &sorted, &mut emitted);
             let mut j = 0;
             for r in 0..n {
-                emit_sliding::<M2>(&mut want_out, r, &s, &mut j, &acc, &sorted, 1);
+                emit_sliding::<M2, _>(&mut want_out, r, &s, &mut j, &acc, &sorted, 1);
             }
             assert_eq!(got_out.key, want_out.key, "{what}: window keys");
             assert_eq!(got_out.count, want_out.count, "{what}: window counts");
@@ -1740,13 +1748,28 @@ mod direct_tests {
         sliding: bool,
         ncols: usize,
     ) -> WindowRows {
+        run_state::<ColPartial>(layout, lateness, batch, direct, m2, nkeys, sliding, ncols)
+    }
+
+    /// [`run_with`] keeping state `P` per `(key, pane)`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_state<P: Partial>(
+        layout: PaneLayout,
+        lateness: i64,
+        batch: usize,
+        direct: bool,
+        m2: bool,
+        nkeys: u64,
+        sliding: bool,
+        ncols: usize,
+    ) -> WindowRows {
         let (ts, keys, values, dict) = data(6000, nkeys);
         let values: Vec<Vec<f64>> = values.into_iter().take(ncols).collect();
         let mut order = KeyOrder::default();
         order.update(dict.values());
         let nk = order.len();
-        let mut a = PaneAssigner::new(layout, 50, lateness);
-        let mut s = PaneStore::new(layout, lateness, ncols, m2);
+        let mut a = PaneAssigner::<P>::new(layout, 50, lateness);
+        let mut s = PaneStore::<P>::new(layout, lateness, ncols, m2);
         if !sliding {
             s.sliding_max = 0;
         }
@@ -1834,6 +1857,47 @@ mod direct_tests {
                             assert_eq!(got.start, want.start, "{what}");
                             assert_eq!(got.revision, want.revision, "{what}");
                             assert_eq!(final_rows(&got, m2), final_rows(&want, m2), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn count_and_sum_state_gives_the_full_states_rows() {
+        // every path of the store: slots and direct mode, tumbling, sliding from prefixes and
+        // suffixes (dense and sparse, one and two columns) and from every pane, revisions
+        for nkeys in [23, 150, 50_000] {
+            for layout in [
+                PaneLayout::new(100, 100, 0),
+                PaneLayout::new(300, 100, 0),
+                PaneLayout::new(250, 100, 30),
+            ] {
+                for lateness in [0, 120] {
+                    for batch in [1, 37, 6000] {
+                        for (direct, sliding, ncols) in
+                            [(true, true, 1), (true, true, 2), (false, true, 1), (true, false, 1)]
+                        {
+                            let args = (layout, lateness, batch, direct, false, nkeys, sliding, ncols);
+                            let want =
+                                run_state::<ColPartial>(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7);
+                            let got = run_state::<crate::agg::SumPartial>(
+                                args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7,
+                            );
+                            let what = format!("{args:?}");
+                            assert!(want.len() > 100, "{what}: too few rows to compare");
+                            assert_eq!(got.key, want.key, "{what}");
+                            assert_eq!(got.start, want.start, "{what}");
+                            assert_eq!(got.end, want.end, "{what}");
+                            assert_eq!(got.revision, want.revision, "{what}");
+                            assert_eq!(got.count, want.count, "{what}");
+                            for (g, w) in got.cols.iter().zip(&want.cols) {
+                                // counts and sums bit for bit; no extremes or moments kept
+                                assert_eq!((g.n, g.sum.to_bits()), (w.n, w.sum.to_bits()), "{what}");
+                                assert_eq!((g.min, g.max, g.m2), (u64::MAX, 0, 0.0), "{what}");
+                            }
+                            assert_eq!(got.cols.len(), want.cols.len(), "{what}");
                         }
                     }
                 }

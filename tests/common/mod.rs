@@ -258,6 +258,10 @@ pub struct Run {
     /// Whether var/std are asked for (without them the engine keeps no second moment, and takes
     /// merge paths of its own); rows still report all six aggregates, var/std then meaningless.
     pub variances: bool,
+    /// Only count, sum and mean asked for: tumbling and sliding windows then keep counts and sums
+    /// alone; rows still report all six aggregates, only count, sum and mean meaningful
+    /// ([`blank_extremes`]).
+    pub sums_only: bool,
 }
 
 impl Run {
@@ -270,6 +274,7 @@ impl Run {
             pipelined: true,
             key_kind: KeyKind::Int,
             variances: true,
+            sums_only: false,
         }
     }
     pub fn model_spec(&self) -> ModelSpec {
@@ -284,7 +289,9 @@ impl Run {
             window: self.spec,
             watermark_delay: Duration::from_millis(self.delay),
             allowed_lateness: Duration::from_millis(self.lateness),
-            aggregates: if self.variances {
+            aggregates: if self.sums_only {
+                "count,sum,mean".parse().unwrap()
+            } else if self.variances {
                 Aggregates::all()
             } else {
                 "count,sum,min,max,mean".parse().unwrap()
@@ -382,6 +389,20 @@ fn drive(data: &Data, run: &Run, p: &mut Pipeline) -> Result {
         late,
         on_time,
     }
+}
+
+/// `rows` with min, max, variance and deviation of every column set to null: what a
+/// [`Run::sums_only`] run's rows are compared on.
+pub fn blank_extremes(mut rows: Vec<Row>) -> Vec<Row> {
+    for r in &mut rows {
+        for a in &mut r.aggs {
+            // (order: sum, min, max, mean, var, std)
+            for i in [1, 2, 4, 5] {
+                a[i] = None;
+            }
+        }
+    }
+    rows
 }
 
 /// The last revision of every window: for sessions per lineage (lineages merged into another
