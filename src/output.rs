@@ -1,12 +1,13 @@
 //! Emitted window rows in columnar form, before they become a DataFrame or a file.
 
-use crate::agg::{AggKind, Aggregates, ColPartial, Partial};
+use crate::agg::{AggKind, Aggregates, ColPartial, Partial, SumPartial};
 
 /// Window results: one row per `(key, window, revision)`, in firing order (DESIGN.md §4).
 ///
 /// Keys are dictionary ids; [`crate::batch::KeyDict`] turns them back into values. Per-column
-/// aggregates are kept as merged [`ColPartial`]s (`cols[row * ncols + c]`) and evaluated with
-/// [`WindowRows::value`].
+/// aggregates are kept as merged [`ColPartial`]s (`cols[row * ncols + c]`), or, from tumbling and
+/// sliding windows that need no more than counts and sums ([`Aggregates::sums_suffice`]), as
+/// [`SumPartial`]s in `sums` (then `cols` is empty), and evaluated with [`WindowRows::value`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WindowRows {
     /// Dictionary id of each row's key.
@@ -21,8 +22,11 @@ pub struct WindowRows {
     pub count: Vec<u64>,
     /// Value columns per row.
     pub ncols: usize,
-    /// Merged partial states, row-major.
+    /// Merged partial states, row-major (empty when the rows carry `sums`).
     pub cols: Vec<ColPartial>,
+    /// Merged count-and-sum states, row-major, instead of `cols` (16 bytes a state instead of 40)
+    /// for rows whose aggregates are count, sum and mean only; empty otherwise.
+    pub sums: Vec<SumPartial>,
     /// Identity of the window a row belongs to across revisions ([`WindowRows::lineage`]), up to
     /// the last row whose lineage is not 0; rows past its end have lineage 0. Tumbling and sliding
     /// rows (always 0) so carry none: 8 bytes less per row to write and move.
@@ -49,7 +53,11 @@ impl WindowRows {
         self.end.reserve(additional);
         self.revision.reserve(additional);
         self.count.reserve(additional);
-        self.cols.reserve(additional * self.ncols);
+        if self.sums.is_empty() {
+            self.cols.reserve(additional * self.ncols);
+        } else {
+            self.sums.reserve(additional * self.ncols);
+        }
     }
 
     /// Number of rows.
@@ -62,16 +70,16 @@ impl WindowRows {
         self.key.is_empty()
     }
 
-    /// Appends one row.
+    /// Appends one row (its states to those of their kind, [`Partial::row_states`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn push(
+    pub fn push<P: Partial>(
         &mut self,
         key: u32,
         start: i64,
         end: i64,
         revision: u32,
         count: u64,
-        cols: &[ColPartial],
+        cols: &[P],
         lineage: u64,
     ) {
         debug_assert_eq!(cols.len(), self.ncols);
@@ -80,9 +88,7 @@ impl WindowRows {
         self.end.push(end);
         self.revision.push(revision);
         self.count.push(count);
-        for c in cols {
-            self.cols.push(*c);
-        }
+        P::row_states(self).extend_from_slice(cols);
         if lineage != 0 {
             self.lineage.resize(self.key.len() - 1, 0);
             self.lineage.push(lineage);
@@ -98,8 +104,8 @@ impl WindowRows {
 
     /// Appends the first firing (revision 0, lineage 0) of window `[start, end)` for every key
     /// in `keys`, in that order; `row(key)` is the key's row in `count` / `cols` (`ncols`
-    /// partials per row, each widened to a [`ColPartial`]). One bulk append per column instead
-    /// of one push per row.
+    /// partials per row, appended to the states of their kind: [`Partial::row_states`]). One bulk
+    /// append per column instead of one push per row.
     pub fn extend_firing<P: Partial>(
         &mut self,
         start: i64,
@@ -117,13 +123,14 @@ impl WindowRows {
         self.revision.resize(len + n, 0);
         self.count.extend(keys.iter().map(|&k| count[row(k)]));
         let nc = self.ncols;
+        let states = P::row_states(self);
         if nc == 1 {
-            self.cols.extend(keys.iter().map(|&k| cols[row(k)].to_full()));
+            states.extend(keys.iter().map(|&k| cols[row(k)]));
         } else {
-            self.cols.reserve(n * nc);
+            states.reserve(n * nc);
             for &k in keys {
                 let r = row(k);
-                self.cols.extend(cols[r * nc..(r + 1) * nc].iter().map(P::to_full));
+                states.extend_from_slice(&cols[r * nc..(r + 1) * nc]);
             }
         }
     }
@@ -134,7 +141,7 @@ impl WindowRows {
         let len = self.key.len();
         debug_assert_eq!(self.start.len(), from);
         debug_assert_eq!(self.count.len(), len);
-        debug_assert_eq!(self.cols.len(), len * self.ncols);
+        debug_assert_eq!(self.cols.len().max(self.sums.len()), len * self.ncols);
         self.start.resize(len, start);
         self.end.resize(len, end);
         self.revision.resize(len, 0);
@@ -169,6 +176,7 @@ impl WindowRows {
         self.revision.extend_from_slice(&other.revision);
         self.count.extend_from_slice(&other.count);
         self.cols.extend_from_slice(&other.cols);
+        self.sums.extend_from_slice(&other.sums);
         self.merged.extend_from_slice(&other.merged);
     }
 
@@ -180,18 +188,34 @@ impl WindowRows {
         self.revision.clear();
         self.count.clear();
         self.cols.clear();
+        self.sums.clear();
         self.lineage.clear();
         self.merged.clear();
     }
 
-    /// The partial of value column `c` in `row`.
-    pub fn partial(&self, row: usize, c: usize) -> &ColPartial {
-        &self.cols[row * self.ncols + c]
+    /// The partial of value column `c` in `row` (from `sums`, widened with the identity's
+    /// extremes and second moment, when the rows carry those).
+    pub fn partial(&self, row: usize, c: usize) -> ColPartial {
+        let i = row * self.ncols + c;
+        match self.sums.get(i) {
+            Some(s) => s.to_full(),
+            None => self.cols[i],
+        }
+    }
+
+    /// True when the rows carry count-and-sum states ([`WindowRows::sums`]) instead of full ones.
+    pub fn carries_sums(&self) -> bool {
+        !self.sums.is_empty()
     }
 
     /// The value of aggregate `kind` over column `c` in `row` (`None` = null).
     pub fn value(&self, row: usize, c: usize, kind: AggKind) -> Option<f64> {
-        kind.evaluate(self.partial(row, c))
+        kind.evaluate(&self.partial(row, c))
+    }
+
+    /// Capacity of the states' buffers, of either kind (a recycled buffer worth keeping has some).
+    pub fn states_capacity(&self) -> usize {
+        self.cols.capacity() + self.sums.capacity()
     }
 
     /// All aggregate values of one row in output order (per column, then per aggregate).

@@ -1032,7 +1032,7 @@ impl Pipeline {
     /// soon enough). A buffer with some of its columns moved out is fine: those grow again.
     /// Optional; a few are kept.
     pub fn recycle(&mut self, mut rows: WindowRows) {
-        if rows.ncols != self.config.value_columns.len() || rows.key.capacity() + rows.cols.capacity() == 0 {
+        if rows.ncols != self.config.value_columns.len() || rows.key.capacity() + rows.states_capacity() == 0 {
             return;
         }
         rows.clear();

@@ -225,8 +225,12 @@ pub trait Partial: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 
     fn combine_dense<const M2: bool>(&mut self, other: &Self);
     /// The projection of a full partial (what the backends' reductions return).
     fn from_full(p: &ColPartial) -> Self;
-    /// The full partial the output rows carry (fields this state does not keep are the identity's).
+    /// The full partial of this state (fields it does not keep are the identity's).
     fn to_full(&self) -> ColPartial;
+    /// The states of this kind in `rows` ([`crate::output::WindowRows::cols`] or
+    /// [`crate::output::WindowRows::sums`]): the store appends its rows' states there as it
+    /// keeps them, without widening.
+    fn row_states(rows: &mut crate::output::WindowRows) -> &mut Vec<Self>;
 }
 
 impl Partial for ColPartial {
@@ -266,12 +270,18 @@ impl Partial for ColPartial {
     fn to_full(&self) -> ColPartial {
         *self
     }
+
+    #[inline(always)]
+    fn row_states(rows: &mut crate::output::WindowRows) -> &mut Vec<Self> {
+        &mut rows.cols
+    }
 }
 
 /// The `(n, sum)` half of [`ColPartial`]: all that count, sum and mean need. Every operation is
 /// [`ColPartial`]'s on those two fields, in the same order, so the sums and means it gives are
 /// the full state's bit for bit. Its [`Partial::to_full`] has the identity's `min`, `max` and `m2`:
-/// rows from it must not be asked for min, max, variance or deviation.
+/// rows from it must not be asked for min, max, variance or deviation. Window rows carry it as
+/// it is ([`crate::output::WindowRows::sums`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct SumPartial {
@@ -344,6 +354,11 @@ impl Partial for SumPartial {
             sum: self.sum,
             ..ColPartial::IDENTITY
         }
+    }
+
+    #[inline(always)]
+    fn row_states(rows: &mut crate::output::WindowRows) -> &mut Vec<Self> {
+        &mut rows.sums
     }
 }
 

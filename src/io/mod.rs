@@ -6,7 +6,7 @@
 //! renamed into place only when complete, so a failed job never leaves a partial file. Output
 //! files are written past the page cache where the OS allows it ([`OutFile`], `direct.rs`).
 
-use crate::agg::{AggKind, Aggregates, null_value};
+use crate::agg::{AggKind, Aggregates, Partial, null_value};
 use crate::batch::{EventBatch, KeyDict, KeyKind, KeyValues, ingest_values};
 use crate::error::{Error, Result};
 use crate::output::WindowRows;
@@ -1265,40 +1265,52 @@ fn agg_column(name: String, pieces: &[WindowRows], n: usize, c: usize, kind: Agg
     let min = kind.min_values();
     let mut nulls = false;
     for p in pieces {
-        let parts = p.cols.get(c..).unwrap_or_default();
-        let step = p.ncols.max(1);
-        macro_rules! fill {
-            ($k:expr) => {
-                if step == 1 {
-                    vals.extend(parts.iter().map(|q| {
-                        nulls |= q.n < min;
-                        $k.value_of(q)
-                    }))
-                } else {
-                    vals.extend(parts.iter().step_by(step).map(|q| {
-                        nulls |= q.n < min;
-                        $k.value_of(q)
-                    }))
-                }
-            };
-        }
-        match kind {
-            AggKind::Sum => fill!(AggKind::Sum),
-            AggKind::Min => fill!(AggKind::Min),
-            AggKind::Max => fill!(AggKind::Max),
-            AggKind::Mean => fill!(AggKind::Mean),
-            AggKind::Var => fill!(AggKind::Var),
-            AggKind::Std => fill!(AggKind::Std),
+        if p.carries_sums() {
+            agg_values(&p.sums, c, p.ncols, kind, &mut vals, &mut nulls);
+        } else {
+            agg_values(&p.cols, c, p.ncols, kind, &mut vals, &mut nulls);
         }
     }
     let validity = nulls.then(|| {
         pieces
             .iter()
-            .flat_map(|p| p.cols.get(c..).unwrap_or_default().iter().step_by(p.ncols.max(1)))
-            .map(|q| q.n >= min)
+            .flat_map(|p| (0..p.len()).map(move |r| p.partial(r, c).n >= min))
             .collect::<Bitmap>()
     });
     Float64Chunked::from_vec_validity(name.into(), vals, validity).into_column()
+}
+
+/// Appends the values of aggregate `kind` over column `c` of `states` (`ncols` per row) to
+/// `vals`; `nulls` is set when a row has too few values for it.
+fn agg_values<P: Partial>(states: &[P], c: usize, ncols: usize, kind: AggKind, vals: &mut Vec<f64>, nulls: &mut bool) {
+    let min = kind.min_values();
+    let parts = states.get(c..).unwrap_or_default();
+    let step = ncols.max(1);
+    macro_rules! fill {
+        ($k:expr) => {
+            if step == 1 {
+                vals.extend(parts.iter().map(|q| {
+                    let q = q.to_full();
+                    *nulls |= q.n < min;
+                    $k.value_of(&q)
+                }))
+            } else {
+                vals.extend(parts.iter().step_by(step).map(|q| {
+                    let q = q.to_full();
+                    *nulls |= q.n < min;
+                    $k.value_of(&q)
+                }))
+            }
+        };
+    }
+    match kind {
+        AggKind::Sum => fill!(AggKind::Sum),
+        AggKind::Min => fill!(AggKind::Min),
+        AggKind::Max => fill!(AggKind::Max),
+        AggKind::Mean => fill!(AggKind::Mean),
+        AggKind::Var => fill!(AggKind::Var),
+        AggKind::Std => fill!(AggKind::Std),
+    }
 }
 
 /// Window rows as a DataFrame with the columns of DESIGN.md §4:
@@ -1726,7 +1738,7 @@ impl RowFileWriter {
                         if let Some(spent) = &spent {
                             for mut r in rows_all {
                                 r.clear();
-                                if r.cols.capacity() > 0 && spent.try_send(r).is_err() {
+                                if r.states_capacity() > 0 && spent.try_send(r).is_err() {
                                     break;
                                 }
                             }
@@ -1880,7 +1892,7 @@ impl Drop for RowFileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agg::ColPartial;
+    use crate::agg::{ColPartial, SumPartial};
 
     fn rows(n: usize, first_key: u32) -> WindowRows {
         let mut r = WindowRows::new(1);
@@ -2127,6 +2139,50 @@ mod tests {
         assert_eq!(got.column("std_b").unwrap().null_count(), all.len());
         assert_eq!(got.column("sum_c").unwrap().null_count(), all.len());
         assert_eq!(got.column("var_a").unwrap().null_count(), 0);
+    }
+
+    #[test]
+    fn count_and_sum_states_give_the_full_states_columns() {
+        // rows carrying SumPartials (a sums-only store's) and the same rows with full states:
+        // the same frame, plain and stacked, nulls where a column has no values
+        let keys = keys(6);
+        let aggs: Aggregates = "count,sum,mean".parse().unwrap();
+        let cols = ["a".to_string(), "b".to_string()];
+        let (mut full, mut sums) = (vec![], vec![]);
+        for piece in 0..3u32 {
+            let (mut f, mut s) = (WindowRows::new(2), WindowRows::new(2));
+            for i in 0..(5 + piece) {
+                let v = f64::from(piece * 10 + i) - 7.5;
+                let mut a = ColPartial::of::<false>(v);
+                a.push::<false>(v * 3.0);
+                let b = if i % 3 == 0 {
+                    ColPartial::IDENTITY
+                } else {
+                    ColPartial::of::<false>(-v)
+                };
+                f.push(i % 6, 0, 1000, 0, 2, &[a, b], 0);
+                s.push(
+                    i % 6,
+                    0,
+                    1000,
+                    0,
+                    2,
+                    &[SumPartial::from_full(&a), SumPartial::from_full(&b)],
+                    0,
+                );
+            }
+            assert!(s.carries_sums() && s.cols.is_empty() && !f.carries_sums());
+            full.push(f);
+            sums.push(s);
+        }
+        let out = KeyOutput::Int(DataType::Int64);
+        let want = pieces_to_frame(&mut full.clone(), &keys, &out, &cols, &aggs).unwrap();
+        let got = pieces_to_frame(&mut sums.clone(), &keys, &out, &cols, &aggs).unwrap();
+        assert!(got.equals_missing(&want), "{got}\n{want}");
+        assert!(got.column("mean_b").unwrap().null_count() > 0);
+        let want = pieces_to_stacked_frame(&mut full, &keys, &out, &cols, &aggs).unwrap();
+        let got = pieces_to_stacked_frame(&mut sums, &keys, &out, &cols, &aggs).unwrap();
+        assert!(got.equals_missing(&want), "{got}\n{want}");
     }
 
     #[test]
