@@ -587,9 +587,10 @@ pub fn write_frame_with(df: &mut DataFrame, path: &Path, compression: Compressio
 
 /// Parquet output through polars' Parquet encoder (`polars-parquet`), with three differences from
 /// polars' `ParquetWriter`: the window output's integer columns are delta-encoded
-/// ([`IntEncoding::Delta`]), float columns are written `PLAIN` at once (polars tries a dictionary
-/// for every numeric column, which for float aggregates means a cardinality estimate of every
-/// row group before falling back to plain: ~4% of a Q1 run's CPU), and the columns of a row
+/// ([`IntEncoding::Delta`]), float columns are written `PLAIN` or `BYTE_STREAM_SPLIT` at once,
+/// as their values favour ([`pages::FloatLayout`]; polars tries a dictionary for every numeric
+/// column, which for float aggregates means a cardinality estimate of every row group before
+/// falling back to plain: ~4% of a Q1 run's CPU), and the columns of a row
 /// group are encoded and compressed on two threads (the writer's tail after the last window is
 /// the part of a run nothing else overlaps). Other columns keep polars' choice (dictionary
 /// where it pays). Statistics (min, max, null count) as polars.
@@ -629,6 +630,9 @@ struct ColumnEncoder {
     fields: Vec<polars_parquet::write::ParquetType>,
     encodings: Vec<Vec<polars_parquet::write::Encoding>>,
     options: polars_parquet::write::WriteOptions,
+    /// Each column's float layout (used by float columns only; each column is encoded on one
+    /// thread, so each thread's copy keeps its own columns' state).
+    floats: Vec<pages::FloatLayout>,
 }
 
 /// Compressed pages of each Parquet column of a row group's arrays.
@@ -642,7 +646,7 @@ impl ColumnEncoder {
     /// parts: pages of each part in turn, so that a frame stacked from pieces is written without
     /// joining them. A column with a dictionary encoding is joined first (a column chunk holds
     /// one dictionary page at most).
-    fn encode(&self, first: usize, columns: &[ColumnParts]) -> PolarsResult<EncodedColumns> {
+    fn encode(&mut self, first: usize, columns: &[ColumnParts]) -> PolarsResult<EncodedColumns> {
         use polars_parquet::write::{Encoding, ParquetType, array_to_columns, compress};
         let mut out = vec![];
         for (i, parts) in (first..).zip(columns) {
@@ -668,7 +672,8 @@ impl ColumnEncoder {
             };
             for array in parts {
                 if let ParquetType::PrimitiveType(t) = &self.fields[i]
-                    && let Some(page) = pages::try_page(array.as_ref(), t, &self.encodings[i], self.options)
+                    && let Some(page) =
+                        pages::try_page(array.as_ref(), t, &self.encodings[i], self.options, &mut self.floats[i])
                 {
                     add(0, page)?;
                     continue;
@@ -698,7 +703,7 @@ struct EncodeHelper {
 
 impl EncodeHelper {
     /// Starts the thread; `None` when the system refuses one (the writer then encodes alone).
-    fn start(encoder: ColumnEncoder, first: usize) -> Option<EncodeHelper> {
+    fn start(mut encoder: ColumnEncoder, first: usize) -> Option<EncodeHelper> {
         let (jobs, job_rx) = std::sync::mpsc::channel::<Vec<ColumnParts>>();
         let (done_tx, done) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -787,6 +792,7 @@ impl<W: std::io::Write> ParquetOut<W> {
         Ok(ParquetOut {
             writer: FileWriter::new_with_parquet_schema(w, arrow, parquet_schema, options),
             columns: ColumnEncoder {
+                floats: vec![pages::FloatLayout::default(); fields.len()],
                 fields,
                 encodings,
                 options,
@@ -825,7 +831,8 @@ impl<W: std::io::Write> ParquetOut<W> {
             self.helper = EncodeHelper::start(self.columns.clone(), split);
         }
         let Some(helper) = &self.helper else {
-            return self.write_group(n as u64, self.columns.encode(0, &columns)?);
+            let pages = self.columns.encode(0, &columns)?;
+            return self.write_group(n as u64, pages);
         };
         // hand this group's last columns over first: the helper (FIFO) goes on to them as soon
         // as the pending group's are done, while this thread writes that group
@@ -2017,6 +2024,73 @@ mod tests {
         assert!(got.equals_missing(&want), "{got}\n{want}");
         assert_eq!(got.column("std_value").unwrap().null_count(), 1);
         assert!(got.columns().iter().all(|c| c.n_chunks() == 1));
+    }
+
+    #[test]
+    fn split_and_plain_float_columns_read_back_bit_for_bit() {
+        // a column of random mantissas (written BYTE_STREAM_SPLIT) with NaN, signed zeros,
+        // infinities and a subnormal in it, and one of three-decimal values (written PLAIN),
+        // in several row groups, under each compressor
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3 * RowFileWriter::ROW_GROUP + 123;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let specials = [f64::NAN, -0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 5e-324, -1e300];
+        let mut means: Vec<f64> = (0..n).map(|_| 400.0 + (next() % 1_000_000) as f64 / 4_999.0).collect();
+        for (i, v) in specials.iter().enumerate() {
+            means[i * 9_973] = *v;
+        }
+        let decimals: Vec<f64> = (0..n).map(|_| (next() % 1_000_000) as f64 / 1000.0).collect();
+        for compression in [
+            Compression::Lz4,
+            Compression::Snappy,
+            Compression::Zstd,
+            Compression::Uncompressed,
+        ] {
+            let mut df = DataFrame::new_infer_height(vec![
+                Column::new("means".into(), &means),
+                Column::new("decimals".into(), &decimals),
+            ])
+            .unwrap();
+            // the pages' layouts: the means split under the fast compressors (zstd, which
+            // entropy-codes the bytes, packs them plain far better), the decimals plain
+            let mut out = ParquetOut::new(Vec::new(), df.schema(), compression, IntEncoding::Polars).unwrap();
+            let batch = df.iter_chunks(CompatLevel::newest(), false).next().unwrap();
+            let columns: Vec<ColumnParts> = batch.into_schema_and_arrays().1.into_iter().map(|a| vec![a]).collect();
+            let pages = out.columns.encode(0, &columns).unwrap();
+            let layout = |col: usize| -> Vec<polars_parquet::parquet::encoding::Encoding> {
+                pages[col]
+                    .iter()
+                    .filter_map(|p| match p {
+                        polars_parquet::write::CompressedPage::Data(d) => d.header().encoding().try_into().ok(),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            use polars_parquet::parquet::encoding::Encoding as E;
+            let split = matches!(compression, Compression::Lz4 | Compression::Snappy);
+            assert_eq!(
+                layout(0),
+                vec![if split { E::ByteStreamSplit } else { E::Plain }],
+                "{}",
+                compression.name()
+            );
+            assert_eq!(layout(1), vec![E::Plain], "{}", compression.name());
+            let path = dir.path().join(format!("{}.parquet", compression.name()));
+            write_frame_with(&mut df, &path, compression).unwrap();
+            let got = read_frame(&path).unwrap();
+            for (name, want) in [("means", &means), ("decimals", &decimals)] {
+                let col = got.column(name).unwrap().f64().unwrap().clone();
+                let bits: Vec<u64> = col.into_no_null_iter().map(f64::to_bits).collect();
+                let want: Vec<u64> = want.iter().map(|v| v.to_bits()).collect();
+                assert!(bits == want, "{} {name}: values differ", compression.name());
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! over its four float columns); here they are eight-lane minima and maxima with the same
 //! results: NaN when any value is NaN, a zero minimum written as -0.0, a zero maximum as +0.0.
 //!
+//! A float column is written `PLAIN` or `BYTE_STREAM_SPLIT` (the eight bytes of every value
+//! gathered into eight streams), whichever its values favour ([`FloatLayout`]): values that
+//! repeat digits, as the extremes of values with few decimals do, compress far better plain
+//! (Q1 of the peer workload: LZ4 takes its four float columns to 0.62-0.70 plain, 0.88 split),
+//! while means and sums of many values have random low mantissa bytes and compress nearly as
+//! well split, where the compressor runs ~2.5x faster: the streams of random bytes it passes over
+//! quickly, the exponent streams it packs (Q2's mean column: 27.7 MB plain, 30.1 MB split, and a
+//! fifth less CPU for the whole run).
+//!
 //! The delta layout is the Parquet format's: a header (block size 256, 4 miniblocks of 64
 //! values per block, the value count, the first value), then per block the smallest delta, the
 //! 4 bit widths and the miniblocks, each `64 * width / 8` bytes; miniblocks past the last value
@@ -228,25 +237,140 @@ pub fn float_range(values: &[f64]) -> Option<(f64, f64)> {
     Some((if lo == 0.0 { -0.0 } else { lo }, if hi == 0.0 { 0.0 } else { hi }))
 }
 
-/// The `PLAIN` page of a float column without nulls, with statistics.
-pub fn float_page(array: &PrimitiveArray<f64>, type_: PrimitiveType, options: WriteOptions) -> Page {
+/// How a float column's pages lay out their values, chosen from samples of the column: `PLAIN`
+/// unless `BYTE_STREAM_SPLIT` compresses the sampled pages to at most [`FloatLayout::SLACK`] more
+/// bytes. A sample is a page's first [`FloatLayout::SAMPLE`] values (all of a shorter page's),
+/// compressed both ways; pages are sampled until that many values are, the choice then holds for
+/// the next [`FloatLayout::EVERY`] values (a sampled page itself takes its own sample's choice).
+/// Samples are as large as the pages, or large, because short ones understate how well the
+/// split layout compresses (LZ4 on Q2's mean column: 1.16-1.32x the plain size for 8,192
+/// values, 1.07-1.14x for 32,768, 1.085x over the file's pages), as they do for short pages.
+/// On a plain column of Q1 (1.4M values) the samples are ~3% of the compressor's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloatLayout {
+    split: bool,
+    /// Values until the next sample (0: sampling).
+    until_sample: usize,
+    /// The samples so far: values, and their compressed bytes plain and split.
+    sampled: usize,
+    plain_bytes: usize,
+    split_bytes: usize,
+}
+
+impl FloatLayout {
+    /// Values sampled before a choice (256 KiB).
+    pub const SAMPLE: usize = 32_768;
+    /// Values a choice holds for (32 MiB of the column).
+    pub const EVERY: usize = 1 << 22;
+    /// The split layout is taken when its compressed samples are at most this fraction larger
+    /// than the plain ones (LZ4, samples of 32,768: Q2's mean column 7-14% larger, for 60% less
+    /// compressor time; Q1's float columns 25-42% larger).
+    pub const SLACK: f64 = 0.2;
+
+    fn pays(plain: usize, split: usize) -> bool {
+        split as f64 <= plain as f64 * (1.0 + Self::SLACK)
+    }
+
+    /// Whether the next page, of `values`, is written split, sampling it when due.
+    pub fn next_split(&mut self, values: &[f64], options: WriteOptions) -> bool {
+        use polars_parquet::parquet::compression::CompressionOptions;
+        if matches!(options.compression, CompressionOptions::Uncompressed) {
+            // without a compressor the split layout has nothing to gain
+            return false;
+        }
+        if self.until_sample > 0 {
+            self.until_sample = self.until_sample.saturating_sub(values.len());
+            return self.split;
+        }
+        let sample = &values[..values.len().min(Self::SAMPLE)];
+        let (mut raw, mut packed) = (Vec::with_capacity(sample.len() * 8), vec![]);
+        let mut size = |raw: &[u8]| {
+            packed.clear();
+            polars_parquet::parquet::compression::compress(options.compression, raw, &mut packed)
+                .map_or(usize::MAX / 4, |()| packed.len())
+        };
+        plain_values(sample, &mut raw);
+        let plain = size(&raw);
+        raw.clear();
+        split_values(sample, &mut raw);
+        let split = size(&raw);
+        self.sampled += sample.len();
+        self.plain_bytes += plain;
+        self.split_bytes += split;
+        if self.sampled >= Self::SAMPLE {
+            self.split = Self::pays(self.plain_bytes, self.split_bytes);
+            self.until_sample = Self::EVERY;
+            (self.sampled, self.plain_bytes, self.split_bytes) = (0, 0, 0);
+        }
+        Self::pays(plain, split)
+    }
+}
+
+/// Appends `values` as `PLAIN` (little-endian, one after another).
+fn plain_values(values: &[f64], out: &mut Vec<u8>) {
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Appends `values` as `BYTE_STREAM_SPLIT`: byte `k` of every value in stream `k`, the streams
+/// one after another.
+fn split_values(values: &[f64], out: &mut Vec<u8>) {
+    let n = values.len();
+    let at = out.len();
+    out.resize(at + n * 8, 0);
+    let (streams, rest) = out[at..].split_at_mut(n * 8);
+    debug_assert!(rest.is_empty());
+    // eight values at a time: eight bytes into each stream
+    let mut chunks = values.chunks_exact(8);
+    let mut i = 0;
+    for c in &mut chunks {
+        let b: [[u8; 8]; 8] = std::array::from_fn(|j| c[j].to_le_bytes());
+        for k in 0..8 {
+            let word: [u8; 8] = std::array::from_fn(|j| b[j][k]);
+            streams[k * n + i..k * n + i + 8].copy_from_slice(&word);
+        }
+        i += 8;
+    }
+    for v in chunks.remainder() {
+        for (k, byte) in v.to_le_bytes().into_iter().enumerate() {
+            streams[k * n + i] = byte;
+        }
+        i += 1;
+    }
+}
+
+/// The page of a float column without nulls, `PLAIN` or `BYTE_STREAM_SPLIT` as `layout`
+/// chooses, with statistics.
+pub fn float_page(
+    array: &PrimitiveArray<f64>,
+    type_: PrimitiveType,
+    options: WriteOptions,
+    layout: &mut FloatLayout,
+) -> Page {
     let values = array.values().as_slice();
     let mut buffer = levels(&type_, values.len(), values.len() * 8);
-    for v in values {
-        buffer.extend_from_slice(&v.to_le_bytes());
-    }
+    let encoding = if layout.next_split(values, options) {
+        split_values(values, &mut buffer);
+        Encoding::ByteStreamSplit
+    } else {
+        plain_values(values, &mut buffer);
+        Encoding::Plain
+    };
     let stats = statistics(&type_, options, float_range(values));
-    data_page(buffer, values.len(), Encoding::Plain, stats, type_)
+    data_page(buffer, values.len(), encoding, stats, type_)
 }
 
 /// The page of `array` when it has no nulls and is a 32- or 64-bit integer array to be
-/// delta-encoded or a `Float64` array to be written plain (`encodings`: the column's choice);
-/// `None` for anything else (polars' encoder takes those).
+/// delta-encoded or a `Float64` array to be written plain or split (`encodings`: the column's
+/// choice; `layout`: the float column's state); `None` for anything else (polars' encoder takes
+/// those).
 pub fn try_page(
     array: &dyn Array,
     type_: &PrimitiveType,
     encodings: &[Encoding],
     options: WriteOptions,
+    layout: &mut FloatLayout,
 ) -> Option<Page> {
     if array.null_count() > 0 || options.version != Version::V1 {
         return None;
@@ -265,7 +389,7 @@ pub fn try_page(
         (D::Float64, [Encoding::Plain]) => array
             .as_any()
             .downcast_ref::<PrimitiveArray<f64>>()
-            .map(|a| float_page(a, type_.clone(), options)),
+            .map(|a| float_page(a, type_.clone(), options, layout)),
         _ => None,
     }
 }
@@ -367,6 +491,95 @@ mod tests {
                 .collect();
             check(&neg32);
         }
+    }
+
+    #[test]
+    fn split_values_are_the_formats_byte_streams() {
+        for n in [0usize, 1, 7, 8, 9, 16, 17, 100] {
+            let v: Vec<f64> = (0..n).map(|i| (i as f64 * 1.7).exp() - 3.0).collect();
+            let mut got = vec![0xAB];
+            split_values(&v, &mut got);
+            // byte k of value i at k * n + i, after what the buffer held
+            let mut want = vec![0xAB];
+            for k in 0..8 {
+                want.extend(v.iter().map(|x| x.to_le_bytes()[k]));
+            }
+            assert_eq!(got, want, "{n} values");
+        }
+    }
+
+    /// Random-mantissa values (means of many draws), values with three decimals (the extremes
+    /// of the peer workload's values), and a stream that turns from one to the other.
+    fn means_and_decimals(n: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let means = (0..n).map(|_| 400.0 + (next() % 1_000_000) as f64 / 4_999.0).collect();
+        let decimals = (0..n).map(|_| (next() % 1_000_000) as f64 / 1000.0).collect();
+        (means, decimals)
+    }
+
+    fn options(compression: polars_parquet::write::CompressionOptions) -> WriteOptions {
+        WriteOptions {
+            statistics: polars_parquet::write::StatisticsOptions::default(),
+            compression,
+            version: Version::V1,
+            data_page_size: None,
+        }
+    }
+
+    #[test]
+    fn float_pages_are_split_where_it_costs_little_and_plain_elsewhere() {
+        use polars_parquet::write::CompressionOptions as C;
+        let t = PrimitiveType::from_physical("v".into(), polars_parquet::parquet::schema::types::PhysicalType::Double);
+        let (means, decimals) = means_and_decimals(3 * FloatLayout::SAMPLE);
+        let encodings = |values: &[f64], page: usize, o: WriteOptions| {
+            let mut layout = FloatLayout::default();
+            values
+                .chunks(page)
+                .map(|c| {
+                    let p = float_page(&PrimitiveArray::from_slice(c), t.clone(), o, &mut layout);
+                    let Page::Data(d) = p else { panic!("a data page") };
+                    d.encoding()
+                })
+                .collect::<Vec<_>>()
+        };
+        for compression in [C::Lz4Raw, C::Snappy] {
+            // pages shorter than a sample (sampled until a sample's worth) and longer ones
+            for page in [5000, FloatLayout::SAMPLE + 1000] {
+                let o = options(compression);
+                let got = encodings(&means, page, o);
+                assert!(
+                    got.iter().all(|e| *e == Encoding::ByteStreamSplit),
+                    "{compression:?} {page}: {got:?}"
+                );
+                let got = encodings(&decimals, page, o);
+                assert!(
+                    got.iter().all(|e| *e == Encoding::Plain),
+                    "{compression:?} {page}: {got:?}"
+                );
+            }
+        }
+        // without a compressor nothing is gained: plain
+        let got = encodings(&means, 5000, options(C::Uncompressed));
+        assert!(got.iter().all(|e| *e == Encoding::Plain), "{got:?}");
+        // a choice holds for EVERY values, then the column is sampled again
+        let mut layout = FloatLayout::default();
+        let o = options(C::Lz4Raw);
+        assert!(layout.next_split(&means[..FloatLayout::SAMPLE], o));
+        let mut seen = 0;
+        while seen < FloatLayout::EVERY {
+            assert!(
+                layout.next_split(&decimals[..FloatLayout::SAMPLE], o),
+                "the choice held"
+            );
+            seen += FloatLayout::SAMPLE;
+        }
+        assert!(!layout.next_split(&decimals[..FloatLayout::SAMPLE], o), "sampled again");
     }
 
     #[test]
