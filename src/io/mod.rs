@@ -122,6 +122,21 @@ impl ChunkReader {
         if format == Format::Csv {
             return Self::open_csv(path, Self::CSV_BLOCK_BYTES, float_columns, only);
         }
+        Self::open_parquet(path, only, Self::FIRST_SLICE)
+    }
+
+    /// Rows of the first chunk decoded apart (see [`ChunkReader::open_parquet`]).
+    pub const FIRST_SLICE: usize = 1 << 18;
+
+    /// Opens a Parquet file: chunks of whole row groups decoded on the reader thread, except the
+    /// first chunk, when it holds more than twice `first_slice` rows: its first `first_slice`
+    /// rows and the rest are decoded side by side (the rest on a helper thread), and handed over
+    /// in that order. polars decodes a row group on one thread, and nothing else has work until
+    /// the first chunk is there: a 1M-row group took ~20 ms with the other core idle; the first
+    /// 256k rows are ready in ~10 (5M peer workload, alternating runs: Q1 0.206 -> 0.197 s, Q2
+    /// 0.241 -> 0.230 s, Q3 unchanged, for 12-17 MB more peak memory: the two slices in flight).
+    fn open_parquet(path: &Path, only: Option<&[String]>, first_slice: usize) -> Result<ChunkReader> {
+        let format = Format::Parquet;
         let (file, _) = open_input(path)?;
         let bad = format_error(path, format.name());
         let mut reader = ParquetReader::new(file);
@@ -150,15 +165,38 @@ impl ChunkReader {
         }
         let target = path.to_path_buf();
         let mut chunks = chunks.into_iter();
-        let thread = reader_thread(move || {
-            let (at, len) = chunks.next()?;
-            Some(File::open(&target).map_err(cannot_read(&target)).and_then(|f| {
+        let read = std::sync::Arc::new(move |at: usize, len: usize| -> Result<DataFrame> {
+            File::open(&target).map_err(cannot_read(&target)).and_then(|f| {
                 let mut r = ParquetReader::new(f)
                     .with_slice(Some((at, len)))
                     .with_projection(projection.clone());
                 r.set_metadata(meta.clone());
                 r.finish().map_err(bad.clone())
-            }))
+            })
+        });
+        let mut first = true;
+        // the rest of the first chunk, being decoded on the helper thread
+        let mut rest: Option<std::thread::JoinHandle<Result<DataFrame>>> = None;
+        let source = path.to_path_buf();
+        let thread = reader_thread(move || {
+            if let Some(h) = rest.take() {
+                return Some(h.join().unwrap_or_else(|_| {
+                    let e = std::io::Error::other("the second reader thread stopped (it panicked)");
+                    Err(cannot_read(&source)(e))
+                }));
+            }
+            let (at, len) = chunks.next()?;
+            if std::mem::take(&mut first) && len > first_slice.saturating_mul(2) {
+                let read_rest = read.clone();
+                rest = std::thread::Builder::new()
+                    .name("fenestra-reader-2".into())
+                    .spawn(move || read_rest(at + first_slice, len - first_slice))
+                    .ok();
+                if rest.is_some() {
+                    return Some(read(at, first_slice));
+                }
+            }
+            Some(read(at, len))
         })?;
         Ok(ChunkReader::new(path, format, total_rows, true, None, Some(thread)))
     }
@@ -2553,6 +2591,49 @@ mod tests {
         assert!(err.contains("starts at byte") && err.contains("data row"), "{err}");
         // after an error, the reader never reports a clean end
         assert!(matches!(r.next_chunk(), Some(Err(_))));
+    }
+
+    #[test]
+    fn a_split_first_chunk_hands_over_every_row_in_order() {
+        // 3 row groups, one chunk: its first slice and the rest decoded side by side; with a
+        // projection, and with a first slice too large to split
+        let dir = tempfile::tempdir().unwrap();
+        let n = 2 * RowFileWriter::ROW_GROUP + 999;
+        let ts: Vec<i64> = (0..n as i64).map(|i| i * 3 - 7).collect();
+        let key: Vec<u32> = (0..n as u32).map(|i| i % 17).collect();
+        let value: Vec<f64> = (0..n).map(|i| i as f64 * 0.5).collect();
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("ts".into(), &ts),
+            Column::new("key".into(), &key),
+            Column::new("value".into(), &value),
+        ])
+        .unwrap();
+        let path = dir.path().join("in.parquet");
+        write_frame(&mut df, &path).unwrap();
+        let only = ["value".to_string(), "ts".to_string()];
+        for (first_slice, projection, chunks) in [(1000, None, 2), (1000, Some(&only[..]), 2), (n / 2 + 1, None, 1)] {
+            let mut r = ChunkReader::open_parquet(&path, projection, first_slice).unwrap();
+            let mut got: Vec<DataFrame> = vec![];
+            while let Some(c) = r.next_chunk() {
+                got.push(c.unwrap());
+            }
+            assert_eq!(got.len(), chunks, "{first_slice}");
+            if chunks == 2 {
+                assert_eq!(got[0].height(), first_slice);
+            }
+            let mut all = got.remove(0);
+            for c in got {
+                all.vstack_mut_owned(c).unwrap();
+            }
+            let want = match projection {
+                // (in the file's order)
+                Some(cols) => df
+                    .select(["ts", "value"].into_iter().filter(|c| cols.iter().any(|o| o == c)))
+                    .unwrap(),
+                None => df.clone(),
+            };
+            assert!(all.equals(&want), "{first_slice} {projection:?}");
+        }
     }
 
     #[test]
