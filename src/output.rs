@@ -2,6 +2,28 @@
 
 use crate::agg::{AggKind, Aggregates, ColPartial, Partial, SumPartial};
 
+/// A partial state window rows carry: full ([`WindowRows::cols`]) or counts and sums
+/// ([`WindowRows::sums`]). The window store appends its rows' states where their kind goes,
+/// without widening them.
+pub trait RowStates: Partial {
+    /// The states of this kind in `rows`.
+    fn row_states(rows: &mut WindowRows) -> &mut Vec<Self>;
+}
+
+impl RowStates for ColPartial {
+    #[inline(always)]
+    fn row_states(rows: &mut WindowRows) -> &mut Vec<Self> {
+        &mut rows.cols
+    }
+}
+
+impl RowStates for SumPartial {
+    #[inline(always)]
+    fn row_states(rows: &mut WindowRows) -> &mut Vec<Self> {
+        &mut rows.sums
+    }
+}
+
 /// Window results: one row per `(key, window, revision)`, in firing order (DESIGN.md §4).
 ///
 /// Keys are dictionary ids; [`crate::batch::KeyDict`] turns them back into values. Per-column
@@ -46,18 +68,25 @@ impl WindowRows {
         }
     }
 
-    /// Makes room for `additional` more rows.
+    /// Makes room for `additional` more rows (their states where those the rows hold go, full
+    /// ones when they hold none: [`WindowRows::reserve_for`] names the kind).
     pub fn reserve(&mut self, additional: usize) {
+        if self.carries_sums() {
+            self.reserve_for::<SumPartial>(additional)
+        } else {
+            self.reserve_for::<ColPartial>(additional)
+        }
+    }
+
+    /// Makes room for `additional` more rows with states of kind `P`.
+    pub fn reserve_for<P: RowStates>(&mut self, additional: usize) {
         self.key.reserve(additional);
         self.start.reserve(additional);
         self.end.reserve(additional);
         self.revision.reserve(additional);
         self.count.reserve(additional);
-        if self.sums.is_empty() {
-            self.cols.reserve(additional * self.ncols);
-        } else {
-            self.sums.reserve(additional * self.ncols);
-        }
+        let ncols = self.ncols;
+        P::row_states(self).reserve(additional * ncols);
     }
 
     /// Number of rows.
@@ -70,9 +99,9 @@ impl WindowRows {
         self.key.is_empty()
     }
 
-    /// Appends one row (its states to those of their kind, [`Partial::row_states`]).
+    /// Appends one row (its states to those of their kind, [`RowStates::row_states`]).
     #[allow(clippy::too_many_arguments)]
-    pub fn push<P: Partial>(
+    pub fn push<P: RowStates>(
         &mut self,
         key: u32,
         start: i64,
@@ -104,9 +133,9 @@ impl WindowRows {
 
     /// Appends the first firing (revision 0, lineage 0) of window `[start, end)` for every key
     /// in `keys`, in that order; `row(key)` is the key's row in `count` / `cols` (`ncols`
-    /// partials per row, appended to the states of their kind: [`Partial::row_states`]). One bulk
-    /// append per column instead of one push per row.
-    pub fn extend_firing<P: Partial>(
+    /// partials per row, appended to the states of their kind: [`RowStates::row_states`]). One
+    /// bulk append per column instead of one push per row.
+    pub fn extend_firing<P: RowStates>(
         &mut self,
         start: i64,
         end: i64,
@@ -135,8 +164,8 @@ impl WindowRows {
         }
     }
 
-    /// Completes rows `from..` whose `key`, `count` and `cols` were appended directly as the
-    /// first firing (revision 0, lineage 0) of window `[start, end)`.
+    /// Completes rows `from..` whose `key`, `count` and states (`cols` or `sums`) were appended
+    /// directly as the first firing (revision 0, lineage 0) of window `[start, end)`.
     pub fn close_firing(&mut self, from: usize, start: i64, end: i64) {
         let len = self.key.len();
         debug_assert_eq!(self.start.len(), from);
@@ -164,7 +193,8 @@ impl WindowRows {
         out
     }
 
-    /// Appends all rows of `other`.
+    /// Appends all rows of `other`. Rows of both state kinds together carry full states (the
+    /// count-and-sum ones widened; a pipeline's rows are all of one kind).
     pub fn append(&mut self, other: &WindowRows) {
         if !other.lineage.is_empty() {
             self.lineage.resize(self.key.len(), 0);
@@ -175,8 +205,13 @@ impl WindowRows {
         self.end.extend_from_slice(&other.end);
         self.revision.extend_from_slice(&other.revision);
         self.count.extend_from_slice(&other.count);
+        if !self.is_empty_of_states() && !other.is_empty_of_states() && self.carries_sums() != other.carries_sums() {
+            self.widen();
+            self.cols.extend(other.sums.iter().map(SumPartial::to_full));
+        } else {
+            self.sums.extend_from_slice(&other.sums);
+        }
         self.cols.extend_from_slice(&other.cols);
-        self.sums.extend_from_slice(&other.sums);
         self.merged.extend_from_slice(&other.merged);
     }
 
@@ -191,6 +226,17 @@ impl WindowRows {
         self.sums.clear();
         self.lineage.clear();
         self.merged.clear();
+    }
+
+    /// True when the rows hold no states of either kind.
+    fn is_empty_of_states(&self) -> bool {
+        self.cols.is_empty() && self.sums.is_empty()
+    }
+
+    /// Turns count-and-sum states into full ones (with the identity's extremes and moment).
+    fn widen(&mut self) {
+        let sums = std::mem::take(&mut self.sums);
+        self.cols.extend(sums.iter().map(SumPartial::to_full));
     }
 
     /// The partial of value column `c` in `row` (from `sums`, widened with the identity's
@@ -208,8 +254,12 @@ impl WindowRows {
         !self.sums.is_empty()
     }
 
-    /// The value of aggregate `kind` over column `c` in `row` (`None` = null).
+    /// The value of aggregate `kind` over column `c` in `row` (`None` = null, and for min, max,
+    /// variance and deviation of rows that carry count-and-sum states, which keep none of them).
     pub fn value(&self, row: usize, c: usize, kind: AggKind) -> Option<f64> {
+        if self.carries_sums() && !matches!(kind, AggKind::Sum | AggKind::Mean) {
+            return None;
+        }
         kind.evaluate(&self.partial(row, c))
     }
 
@@ -248,6 +298,46 @@ mod tests {
             w.merged.push((7, 9));
         }
         w
+    }
+
+    #[test]
+    fn rows_of_both_state_kinds_appended_carry_full_states() {
+        let full = piece(3, 1, false);
+        let mut sums = WindowRows::new(2);
+        for i in 0..4u32 {
+            let cols = [
+                SumPartial::from_full(&ColPartial::of::<false>(f64::from(i))),
+                SumPartial::IDENTITY,
+            ];
+            sums.push(i, 0, 10, 0, 1, &cols, 0);
+        }
+        assert!(sums.carries_sums() && sums.cols.is_empty());
+        // count-and-sum rows keep no extremes or moments: null, not a made-up value
+        assert_eq!(sums.value(2, 0, AggKind::Sum), Some(2.0));
+        assert_eq!(sums.value(2, 0, AggKind::Mean), Some(2.0));
+        for k in [AggKind::Min, AggKind::Max, AggKind::Var, AggKind::Std] {
+            assert_eq!(sums.value(2, 0, k), None, "{k}");
+        }
+        for (a, b) in [(&full, &sums), (&sums, &full)] {
+            let mut got = a.clone();
+            got.append(b);
+            assert!(!got.carries_sums() && got.cols.len() == got.len() * 2, "widened");
+            let states = |w: &WindowRows| -> Vec<ColPartial> {
+                (0..w.len())
+                    .flat_map(|r| (0..2).map(move |c| (r, c)))
+                    .map(|(r, c)| w.partial(r, c))
+                    .collect()
+            };
+            let want: Vec<ColPartial> = states(a).into_iter().chain(states(b)).collect();
+            assert_eq!(got.cols, want);
+        }
+        // one kind stays that kind
+        let mut two = sums.clone();
+        two.append(&sums);
+        assert!(two.carries_sums() && two.cols.is_empty() && two.sums.len() == 16);
+        let mut empty = WindowRows::new(2);
+        empty.append(&sums);
+        assert_eq!(empty, sums);
     }
 
     #[test]

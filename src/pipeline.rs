@@ -351,7 +351,7 @@ impl Stage2 {
         // the pool holds only emptied buffers of this width (`Pipeline::recycle` checks)
         let spare = self.spare.lock().ok().and_then(|mut p| p.pop());
         let mut rows = spare.unwrap_or_else(|| WindowRows::new(self.ncols));
-        rows.reserve(self.last_rows + self.last_rows / 4);
+        self.store.reserve_rows(&mut rows, self.last_rows + self.last_rows / 4);
         self.store.apply(&mut work.plan, &work.partials, &self.order, &mut rows);
         self.last_rows = rows.len();
         Ok(Done {

@@ -891,3 +891,51 @@ fn compression_changes_the_codec_not_the_rows() {
     bad.extend([s(&csv), "--compression", "zstd"]);
     expect_failure(&bad, "--compression applies to Parquet output only", &[&csv]);
 }
+
+#[test]
+fn float_encoding_changes_the_layout_not_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = generate(d, "in.parquet", &["--late-fraction", "0.02"]);
+    let mut frames = vec![];
+    for name in ["", "auto", "PLAIN"] {
+        let (out, late) = (
+            p(d, &format!("out_{name}.parquet")),
+            p(d, &format!("late_{name}.parquet")),
+        );
+        let mut extra = vec![
+            "--late-output",
+            s(&late),
+            "--backend",
+            "cpu",
+            "--aggs",
+            "count,mean,std",
+        ];
+        if !name.is_empty() {
+            extra.extend(["--float-encoding", name]);
+        }
+        let o = run_job(&input, &out, "hop:2s:1s", &extra);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        frames.push((read(&out), read(&late)));
+    }
+    let (w0, l0) = &frames[0];
+    assert!(
+        w0.height() > 50 && l0.height() > 0,
+        "{} rows, {} late",
+        w0.height(),
+        l0.height()
+    );
+    for (w, l) in &frames[1..] {
+        assert!(w.equals_missing(w0), "window rows differ between float encodings");
+        assert!(l.equals_missing(l0), "late rows differ between float encodings");
+    }
+    let out = p(d, "x.parquet");
+    let base = ["run", "--input", s(&input), "--window", "tumble:1s", "--output"];
+    let mut bad = base.to_vec();
+    bad.extend([s(&out), "--float-encoding", "delta"]);
+    expect_failure(&bad, "unknown float encoding 'delta'", &[&out]);
+    let csv = p(d, "x.csv");
+    let mut bad = base.to_vec();
+    bad.extend([s(&csv), "--float-encoding", "plain"]);
+    expect_failure(&bad, "--float-encoding applies to Parquet output only", &[&csv]);
+}

@@ -227,10 +227,6 @@ pub trait Partial: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 
     fn from_full(p: &ColPartial) -> Self;
     /// The full partial of this state (fields it does not keep are the identity's).
     fn to_full(&self) -> ColPartial;
-    /// The states of this kind in `rows` ([`crate::output::WindowRows::cols`] or
-    /// [`crate::output::WindowRows::sums`]): the store appends its rows' states there as it
-    /// keeps them, without widening.
-    fn row_states(rows: &mut crate::output::WindowRows) -> &mut Vec<Self>;
 }
 
 impl Partial for ColPartial {
@@ -269,11 +265,6 @@ impl Partial for ColPartial {
     #[inline(always)]
     fn to_full(&self) -> ColPartial {
         *self
-    }
-
-    #[inline(always)]
-    fn row_states(rows: &mut crate::output::WindowRows) -> &mut Vec<Self> {
-        &mut rows.cols
     }
 }
 
@@ -354,11 +345,6 @@ impl Partial for SumPartial {
             sum: self.sum,
             ..ColPartial::IDENTITY
         }
-    }
-
-    #[inline(always)]
-    fn row_states(rows: &mut crate::output::WindowRows) -> &mut Vec<Self> {
-        &mut rows.sums
     }
 }
 

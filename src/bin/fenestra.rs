@@ -108,6 +108,11 @@ struct RunArgs {
     /// to --output and --late-output; CSV is never compressed.
     #[arg(long)]
     compression: Option<String>,
+    /// Float columns of Parquet output: auto (PLAIN or BYTE_STREAM_SPLIT per column, whichever
+    /// compresses at less cost) | plain (for readers that predate BYTE_STREAM_SPLIT) [default:
+    /// auto]. Applies to --output and --late-output.
+    #[arg(long = "float-encoding")]
+    float_encoding: Option<String>,
     /// auto | cpu | gpu | reference.
     #[arg(long, default_value = "auto")]
     backend: String,
@@ -322,6 +327,16 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             c.parse()?
         }
     };
+    let floats: io::FloatEncoding = match &a.float_encoding {
+        None => io::FloatEncoding::default(),
+        Some(f) => {
+            if out_format != io::Format::Parquet && late_format != Some(io::Format::Parquet) {
+                bail!("--float-encoding applies to Parquet output only; no output here is Parquet");
+            }
+            f.parse()?
+        }
+    };
+    let parquet = io::ParquetOptions { compression, floats };
     let mut value_cols: Vec<String> = a
         .value_cols
         .iter()
@@ -415,7 +430,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         value_cols.clone(),
         aggs.clone(),
         ml_cfg.as_ref().map(|m| m.model.task),
-        compression,
+        parquet,
     )?;
     let mut late = fenestra::LateEvents::default();
     let mut late_frames: Vec<DataFrame> = vec![];
@@ -474,7 +489,7 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         for f in late_frames {
             lf.vstack_mut_owned(f)?;
         }
-        io::write_frame_with(&mut lf, path, compression)?;
+        io::write_frame_with(&mut lf, path, parquet)?;
     } else if !late.is_empty() && !a.quiet {
         eprintln!(
             "note: {} late events were counted but not written; pass --late-output FILE to keep them",

@@ -248,6 +248,8 @@ pub fn float_range(values: &[f64]) -> Option<(f64, f64)> {
 /// On a plain column of Q1 (1.4M values) the samples are ~3% of the compressor's work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FloatLayout {
+    /// Never split ([`FloatLayout::plain`]).
+    plain_only: bool,
     split: bool,
     /// Values until the next sample (0: sampling).
     until_sample: usize,
@@ -267,6 +269,14 @@ impl FloatLayout {
     /// compressor time; Q1's float columns 25-42% larger).
     pub const SLACK: f64 = 0.2;
 
+    /// A layout that writes every page `PLAIN`.
+    pub fn plain() -> FloatLayout {
+        FloatLayout {
+            plain_only: true,
+            ..FloatLayout::default()
+        }
+    }
+
     fn pays(plain: usize, split: usize) -> bool {
         split as f64 <= plain as f64 * (1.0 + Self::SLACK)
     }
@@ -274,7 +284,7 @@ impl FloatLayout {
     /// Whether the next page, of `values`, is written split, sampling it when due.
     pub fn next_split(&mut self, values: &[f64], options: WriteOptions) -> bool {
         use polars_parquet::parquet::compression::CompressionOptions;
-        if matches!(options.compression, CompressionOptions::Uncompressed) {
+        if self.plain_only || matches!(options.compression, CompressionOptions::Uncompressed) {
             // without a compressor the split layout has nothing to gain
             return false;
         }

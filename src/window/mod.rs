@@ -259,6 +259,14 @@ impl Store {
         }
     }
 
+    /// Makes room in `rows` for `n` more rows with the states this store emits.
+    pub fn reserve_rows(&self, rows: &mut WindowRows, n: usize) {
+        match self {
+            Store::SumPanes(_) => rows.reserve_for::<SumPartial>(n),
+            Store::Panes(_) | Store::Sessions(_) => rows.reserve_for::<crate::agg::ColPartial>(n),
+        }
+    }
+
     /// `(key, window)` or session states currently held: bounded on an endless stream.
     pub fn open_states(&self) -> usize {
         match self {

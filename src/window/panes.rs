@@ -24,10 +24,10 @@
 use super::cleanup_time;
 use super::spec::PaneLayout;
 use super::watermark::Watermark;
-use crate::agg::{ColPartial, Partial};
+use crate::agg::ColPartial;
 use crate::backend::{Partials, SKIP_SLOT};
 use crate::batch::KeyOrder;
-use crate::output::WindowRows;
+use crate::output::{RowStates, WindowRows};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -160,7 +160,7 @@ struct Direct<P> {
     num_keys: usize,
 }
 
-impl<P: Partial> Direct<P> {
+impl<P: RowStates> Direct<P> {
     /// Hands the rows of every live pane whose first window fires by `w` to the plan.
     fn seal(&mut self, w: i64, plan: &mut PanePlan<P>) {
         let mut i = 0;
@@ -194,13 +194,13 @@ impl<P: Partial> Direct<P> {
 }
 
 /// An emptied pane from `pool` (without index), or a new one.
-fn take_pane<P: Partial>(pool: &PanePool<P>) -> Pane<P> {
+fn take_pane<P: RowStates>(pool: &PanePool<P>) -> Pane<P> {
     pool.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
 }
 
 /// Returns a pane's buffers to `pool` (dropped when the pool is full). Its index, if it still
 /// has one, is dropped: indexes stay with the side that built them ([`Pane::take_index`]).
-fn give_back<P: Partial>(pool: &PanePool<P>, mut pane: Pane<P>) {
+fn give_back<P: RowStates>(pool: &PanePool<P>, mut pane: Pane<P>) {
     pane.index = Vec::new();
     pane.keys.clear();
     pane.count.clear();
@@ -232,7 +232,7 @@ fn keep(pool: &mut Vec<Vec<u32>>, idx: Vec<u32>) {
     }
 }
 
-impl<P: Partial> PaneAssigner<P> {
+impl<P: RowStates> PaneAssigner<P> {
     /// An assigner for `layout` with watermark delay and allowed lateness in ms.
     pub fn new(layout: PaneLayout, delay: i64, lateness: i64) -> Self {
         PaneAssigner {
@@ -587,7 +587,7 @@ pub struct Pane<P = ColPartial> {
     sorted: usize,
 }
 
-impl<P: Partial> Pane<P> {
+impl<P: RowStates> Pane<P> {
     /// Puts the rows in key-value order (ranks never reorder existing keys, so it stays valid
     /// as keys arrive).
     fn sort_by_key_order(&mut self, keys: &KeyOrder, ncols: usize, scratch: &mut PaneScratch<P>) {
@@ -747,7 +747,7 @@ fn push_row<P: Copy>(dst: &mut OrderedRows<P>, rank: u32, count: u64, cols: &[P]
 
 /// Merges the rows of pane `a` (in key order) and rows `b` into `dst`, rows of the same key
 /// combined.
-fn merge_ordered<const M2: bool, P: Partial>(
+fn merge_ordered<const M2: bool, P: RowStates>(
     a: (&[u32], &[u64], &[P]),
     b: &OrderedRows<P>,
     keys: &KeyOrder,
@@ -790,7 +790,7 @@ fn merge_ordered<const M2: bool, P: Partial>(
 /// Appends the row of rank `r` of a sliding window: suffix row `s[*j]` when it has rank `r`
 /// (then `*j` moves on), merged with the prefix's row `r` when that has events.
 #[inline(always)]
-fn emit_sliding<const M2: bool, P: Partial>(
+fn emit_sliding<const M2: bool, P: RowStates>(
     out: &mut WindowRows,
     r: usize,
     s: &OrderedRows<P>,
@@ -822,7 +822,7 @@ fn emit_sliding<const M2: bool, P: Partial>(
 /// `p`, or the identity when `keep` is false, chosen without a branch (which would mispredict as
 /// often as keys are missing from a pane).
 #[inline(always)]
-fn or_identity<P: Partial>(p: &P, keep: bool) -> P {
+fn or_identity<P: RowStates>(p: &P, keep: bool) -> P {
     std::hint::select_unpredictable(keep, *p, P::IDENTITY)
 }
 
@@ -849,7 +849,7 @@ fn grow<T: Copy>(v: &mut Vec<T>, n: usize, fill: T) {
 /// (Zipf keys: a threshold of half the keys made the window store 15-20% slower). With `M2` the
 /// second moment is combined without a branch too ([`ColPartial::combine_branchless_m2`]).
 #[inline(never)]
-fn merge_dense_one<const M2: bool, P: Partial>(
+fn merge_dense_one<const M2: bool, P: RowStates>(
     a: (&[u32], &[u64], &[P]),
     b: &OrderedRows<P>,
     sorted: &[u32],
@@ -891,7 +891,7 @@ fn merge_dense_one<const M2: bool, P: Partial>(
 /// behind a branch on whether the rank has one cost a quarter more of the store's time (Zipf keys),
 /// pushing every row and cutting it off again more still.
 #[inline(never)]
-fn emit_dense_one<const M2: bool, P: Partial>(
+fn emit_dense_one<const M2: bool, P: RowStates>(
     out: &mut WindowRows,
     s: &OrderedRows<P>,
     acc: &Accumulator<P>,
@@ -934,7 +934,7 @@ struct PaneScratch<P> {
 }
 
 #[inline(always)]
-fn combine_row<const M2: bool, P: Partial>(dst: &mut [P], src: &[P]) {
+fn combine_row<const M2: bool, P: RowStates>(dst: &mut [P], src: &[P]) {
     for (a, b) in dst.iter_mut().zip(src) {
         a.combine_with::<M2>(b);
     }
@@ -967,7 +967,7 @@ pub struct PaneStore<P = ColPartial> {
     indexes: Vec<Vec<u32>>,
 }
 
-impl<P: Partial> PaneStore<P> {
+impl<P: RowStates> PaneStore<P> {
     /// An empty store; `want_m2` says whether variances are requested.
     pub fn new(layout: PaneLayout, lateness: i64, ncols: usize, want_m2: bool) -> Self {
         PaneStore {
@@ -1749,7 +1749,7 @@ mod direct_tests {
 
     /// [`run_with`] keeping state `P` per `(key, pane)`.
     #[allow(clippy::too_many_arguments)]
-    fn run_state<P: Partial>(
+    fn run_state<P: RowStates>(
         layout: PaneLayout,
         lateness: i64,
         batch: usize,
