@@ -870,6 +870,27 @@ fn compression_changes_the_codec_not_the_rows() {
         }
         frames.push((read(&out), read(&late)));
     }
+    same_rows_and_flag_errors(
+        d,
+        &input,
+        &frames,
+        "--compression",
+        ["brotli", "unknown compression 'brotli'"],
+        "zstd",
+    );
+}
+
+/// The window and late rows of every run in `frames` equal the first's; `flag` with a bad value
+/// fails with its message, and with a good one on CSV output says it is for Parquet only; no
+/// output file is left by either.
+fn same_rows_and_flag_errors(
+    d: &Path,
+    input: &Path,
+    frames: &[(DataFrame, DataFrame)],
+    flag: &str,
+    [bad_value, message]: [&str; 2],
+    good_value: &str,
+) {
     let (w0, l0) = &frames[0];
     assert!(
         w0.height() > 50 && l0.height() > 0,
@@ -878,18 +899,18 @@ fn compression_changes_the_codec_not_the_rows() {
         l0.height()
     );
     for (w, l) in &frames[1..] {
-        assert!(w.equals_missing(w0), "window rows differ between codecs");
-        assert!(l.equals_missing(l0), "late rows differ between codecs");
+        assert!(w.equals_missing(w0), "window rows differ with {flag}");
+        assert!(l.equals_missing(l0), "late rows differ with {flag}");
     }
     let out = p(d, "x.parquet");
-    let base = ["run", "--input", s(&input), "--window", "tumble:1s", "--output"];
+    let base = ["run", "--input", s(input), "--window", "tumble:1s", "--output"];
     let mut bad = base.to_vec();
-    bad.extend([s(&out), "--compression", "brotli"]);
-    expect_failure(&bad, "unknown compression 'brotli'", &[&out]);
+    bad.extend([s(&out), flag, bad_value]);
+    expect_failure(&bad, message, &[&out]);
     let csv = p(d, "x.csv");
     let mut bad = base.to_vec();
-    bad.extend([s(&csv), "--compression", "zstd"]);
-    expect_failure(&bad, "--compression applies to Parquet output only", &[&csv]);
+    bad.extend([s(&csv), flag, good_value]);
+    expect_failure(&bad, &format!("{flag} applies to Parquet output only"), &[&csv]);
 }
 
 #[test]
@@ -918,24 +939,12 @@ fn float_encoding_changes_the_layout_not_the_rows() {
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         frames.push((read(&out), read(&late)));
     }
-    let (w0, l0) = &frames[0];
-    assert!(
-        w0.height() > 50 && l0.height() > 0,
-        "{} rows, {} late",
-        w0.height(),
-        l0.height()
+    same_rows_and_flag_errors(
+        d,
+        &input,
+        &frames,
+        "--float-encoding",
+        ["delta", "unknown float encoding 'delta'"],
+        "plain",
     );
-    for (w, l) in &frames[1..] {
-        assert!(w.equals_missing(w0), "window rows differ between float encodings");
-        assert!(l.equals_missing(l0), "late rows differ between float encodings");
-    }
-    let out = p(d, "x.parquet");
-    let base = ["run", "--input", s(&input), "--window", "tumble:1s", "--output"];
-    let mut bad = base.to_vec();
-    bad.extend([s(&out), "--float-encoding", "delta"]);
-    expect_failure(&bad, "unknown float encoding 'delta'", &[&out]);
-    let csv = p(d, "x.csv");
-    let mut bad = base.to_vec();
-    bad.extend([s(&csv), "--float-encoding", "plain"]);
-    expect_failure(&bad, "--float-encoding applies to Parquet output only", &[&csv]);
 }

@@ -304,6 +304,19 @@ fn cmd_gen(a: GenArgs) -> Result<()> {
     Ok(())
 }
 
+/// The value of Parquet-output option `--flag` (its default when not given); an error when no
+/// output is Parquet.
+fn parquet_option<T>(value: Option<&str>, flag: &str, any_parquet: bool) -> Result<T>
+where
+    T: Default + std::str::FromStr<Err = fenestra::Error>,
+{
+    match value {
+        None => Ok(T::default()),
+        Some(_) if !any_parquet => bail!("--{flag} applies to Parquet output only; no output here is Parquet"),
+        Some(v) => Ok(v.parse()?),
+    }
+}
+
 fn parse_dur(s: &str, what: &str) -> Result<Duration> {
     s.parse::<Duration>().with_context(|| format!("--{what}"))
 }
@@ -318,25 +331,11 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let backend: BackendChoice = a.backend.parse()?;
     let out_format = io::Format::of(&a.output)?;
     let late_format = a.late_output.as_deref().map(io::Format::of).transpose()?;
-    let compression: io::Compression = match &a.compression {
-        None => io::Compression::default(),
-        Some(c) => {
-            if out_format != io::Format::Parquet && late_format != Some(io::Format::Parquet) {
-                bail!("--compression applies to Parquet output only; no output here is Parquet");
-            }
-            c.parse()?
-        }
+    let any_parquet = out_format == io::Format::Parquet || late_format == Some(io::Format::Parquet);
+    let parquet = io::ParquetOptions {
+        compression: parquet_option(a.compression.as_deref(), "compression", any_parquet)?,
+        floats: parquet_option(a.float_encoding.as_deref(), "float-encoding", any_parquet)?,
     };
-    let floats: io::FloatEncoding = match &a.float_encoding {
-        None => io::FloatEncoding::default(),
-        Some(f) => {
-            if out_format != io::Format::Parquet && late_format != Some(io::Format::Parquet) {
-                bail!("--float-encoding applies to Parquet output only; no output here is Parquet");
-            }
-            f.parse()?
-        }
-    };
-    let parquet = io::ParquetOptions { compression, floats };
     let mut value_cols: Vec<String> = a
         .value_cols
         .iter()

@@ -596,12 +596,12 @@ pub enum FloatEncoding {
 }
 
 impl FloatEncoding {
+    /// Every layout choice, by name.
+    const ALL: [(FloatEncoding, &'static str); 2] = [(FloatEncoding::Auto, "auto"), (FloatEncoding::Plain, "plain")];
+
     /// The name [`FloatEncoding::from_str`] takes.
     pub fn name(self) -> &'static str {
-        match self {
-            FloatEncoding::Auto => "auto",
-            FloatEncoding::Plain => "plain",
-        }
+        Self::ALL.iter().find(|(e, _)| *e == self).map_or("auto", |(_, n)| n)
     }
 }
 
@@ -610,13 +610,11 @@ impl std::str::FromStr for FloatEncoding {
 
     /// `auto` or `plain`, in any case.
     fn from_str(s: &str) -> Result<FloatEncoding> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(FloatEncoding::Auto),
-            "plain" => Ok(FloatEncoding::Plain),
-            _ => Err(Error::config(format!(
-                "unknown float encoding '{s}': expected auto or plain"
-            ))),
-        }
+        Self::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s))
+            .map(|(e, _)| *e)
+            .ok_or_else(|| Error::config(format!("unknown float encoding '{s}': expected auto or plain")))
     }
 }
 
