@@ -77,7 +77,7 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
 
 /// An input file read in chunks on a reader thread, so that decoding overlaps aggregation and
 /// memory holds a few chunks rather than the whole file: whole Parquet row groups (the first
-/// chunk in two parts, [`ChunkReader::open_parquet`]), or blocks of
+/// chunk in two parts, [`ChunkReader::FIRST_SLICE`]), or blocks of
 /// about [`ChunkReader::CSV_BLOCK_BYTES`] of CSV cut at record ends (a newline outside quotes),
 /// parsed with the column types the first block inferred.
 pub struct ChunkReader {
@@ -126,7 +126,8 @@ impl ChunkReader {
         Self::open_parquet(path, only, Self::FIRST_SLICE)
     }
 
-    /// Rows of the first chunk decoded apart (see [`ChunkReader::open_parquet`]).
+    /// Rows of a Parquet file's first chunk decoded apart: when the chunk holds more than twice
+    /// as many, its first `FIRST_SLICE` rows and the rest are decoded side by side.
     pub const FIRST_SLICE: usize = 1 << 18;
 
     /// Opens a Parquet file: chunks of whole row groups decoded on the reader thread, except the
@@ -555,7 +556,7 @@ impl Compression {
         }
     }
 
-    /// The name [`Compression::from_str`] takes.
+    /// The name its `FromStr` takes.
     pub fn name(self) -> &'static str {
         match self {
             Compression::Uncompressed => "uncompressed",
@@ -599,7 +600,7 @@ impl FloatEncoding {
     /// Every layout choice, by name.
     const ALL: [(FloatEncoding, &'static str); 2] = [(FloatEncoding::Auto, "auto"), (FloatEncoding::Plain, "plain")];
 
-    /// The name [`FloatEncoding::from_str`] takes.
+    /// The name its `FromStr` takes.
     pub fn name(self) -> &'static str {
         Self::ALL.iter().find(|(e, _)| *e == self).map_or("auto", |(_, n)| n)
     }
