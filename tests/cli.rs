@@ -846,16 +846,7 @@ fn compression_changes_the_codec_not_the_rows() {
         ("zstd", "ZSTD"),
         ("", "LZ4_RAW"),
     ] {
-        let (out, late) = (
-            p(d, &format!("out_{name}.parquet")),
-            p(d, &format!("late_{name}.parquet")),
-        );
-        let mut extra = vec!["--late-output", s(&late), "--backend", "cpu"];
-        if !name.is_empty() {
-            extra.extend(["--compression", name]);
-        }
-        let o = run_job(&input, &out, "tumble:1s", &extra);
-        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let (out, late) = run_flagged(d, &input, "tumble:1s", ("--compression", name), &[]);
         for f in [&out, &late] {
             let meta = polars::io::parquet::read::ParquetReader::new(std::fs::File::open(f).unwrap())
                 .get_metadata()
@@ -878,6 +869,29 @@ fn compression_changes_the_codec_not_the_rows() {
         ["brotli", "unknown compression 'brotli'"],
         "zstd",
     );
+}
+
+/// Runs `window` over `input` on the cpu backend with a late output, `extra`, and `flag` set to
+/// `value` (not given when `value` is empty); returns the output and late paths.
+fn run_flagged(
+    d: &Path,
+    input: &Path,
+    window: &str,
+    (flag, value): (&str, &str),
+    extra: &[&str],
+) -> (PathBuf, PathBuf) {
+    let (out, late) = (
+        p(d, &format!("out_{value}.parquet")),
+        p(d, &format!("late_{value}.parquet")),
+    );
+    let mut args = vec!["--late-output", s(&late), "--backend", "cpu"];
+    args.extend_from_slice(extra);
+    if !value.is_empty() {
+        args.extend([flag, value]);
+    }
+    let o = run_job(input, &out, window, &args);
+    assert!(o.status.success(), "{flag} {value}: {}", stderr(&o));
+    (out, late)
 }
 
 /// The window and late rows of every run in `frames` equal the first's; `flag` with a bad value
@@ -920,23 +934,13 @@ fn float_encoding_changes_the_layout_not_the_rows() {
     let input = generate(d, "in.parquet", &["--late-fraction", "0.02"]);
     let mut frames = vec![];
     for name in ["", "auto", "PLAIN"] {
-        let (out, late) = (
-            p(d, &format!("out_{name}.parquet")),
-            p(d, &format!("late_{name}.parquet")),
+        let (out, late) = run_flagged(
+            d,
+            &input,
+            "hop:2s:1s",
+            ("--float-encoding", name),
+            &["--aggs", "count,mean,std"],
         );
-        let mut extra = vec![
-            "--late-output",
-            s(&late),
-            "--backend",
-            "cpu",
-            "--aggs",
-            "count,mean,std",
-        ];
-        if !name.is_empty() {
-            extra.extend(["--float-encoding", name]);
-        }
-        let o = run_job(&input, &out, "hop:2s:1s", &extra);
-        assert!(o.status.success(), "{name}: {}", stderr(&o));
         frames.push((read(&out), read(&late)));
     }
     same_rows_and_flag_errors(

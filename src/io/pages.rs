@@ -329,8 +329,7 @@ fn split_values(values: &[f64], out: &mut Vec<u8>) {
     let n = values.len();
     let at = out.len();
     out.resize(at + n * 8, 0);
-    let (streams, rest) = out[at..].split_at_mut(n * 8);
-    debug_assert!(rest.is_empty());
+    let streams = &mut out[at..];
     // eight values at a time: eight bytes into each stream
     let mut chunks = values.chunks_exact(8);
     let mut i = 0;

@@ -144,18 +144,8 @@ impl Assigner {
     /// false (and changes nothing) for session windows, which keep the slot path.
     pub fn reduce_in_place(&mut self, store: &mut Store, ncols: usize, want_m2: bool) -> bool {
         match (self, store) {
-            (Assigner::Panes(a), Store::Panes(s)) => {
-                let pool = panes::PanePool::default();
-                s.share_pool(pool.clone());
-                a.reduce_in_place(ncols, want_m2, pool);
-                true
-            }
-            (Assigner::SumPanes(a), Store::SumPanes(s)) => {
-                let pool = panes::PanePool::default();
-                s.share_pool(pool.clone());
-                a.reduce_in_place(ncols, want_m2, pool);
-                true
-            }
+            (Assigner::Panes(a), Store::Panes(s)) => panes::reduce_in_place(a, s, ncols, want_m2),
+            (Assigner::SumPanes(a), Store::SumPanes(s)) => panes::reduce_in_place(a, s, ncols, want_m2),
             _ => false,
         }
     }

@@ -193,6 +193,20 @@ impl<P: RowStates> Direct<P> {
     }
 }
 
+/// Turns on the direct mode of `assigner` ([`PaneAssigner::reduce_in_place`]) with `store`
+/// taking its panes, the two sharing one pool of emptied panes. Returns true.
+pub fn reduce_in_place<P: RowStates>(
+    assigner: &mut PaneAssigner<P>,
+    store: &mut PaneStore<P>,
+    ncols: usize,
+    want_m2: bool,
+) -> bool {
+    let pool = PanePool::default();
+    store.share_pool(pool.clone());
+    assigner.reduce_in_place(ncols, want_m2, pool);
+    true
+}
+
 /// An emptied pane from `pool` (without index), or a new one.
 fn take_pane<P: RowStates>(pool: &PanePool<P>) -> Pane<P> {
     pool.lock().ok().and_then(|mut v| v.pop()).unwrap_or_default()
@@ -620,6 +634,13 @@ impl<P: RowStates> Pane<P> {
     /// Adds `count` events with partials `cols` to `key`'s row (a new row when it has none).
     #[inline(always)]
     fn add_row(&mut self, key: u32, count: u64, cols: &[P], ncols: usize, m2: bool) {
+        self.add_row_of(key, count, cols, ncols, m2, |p| *p)
+    }
+
+    /// [`Self::add_row`] from partials of another kind, each taken through `to` (the backends'
+    /// full partials into this pane's kind, with no copy of the row between).
+    #[inline(always)]
+    fn add_row_of<S>(&mut self, key: u32, count: u64, cols: &[S], ncols: usize, m2: bool, to: impl Fn(&S) -> P) {
         let k = key as usize;
         if k >= self.index.len() {
             self.index.resize((k + 1).max(self.index.len() * 2), NONE);
@@ -629,15 +650,21 @@ impl<P: RowStates> Pane<P> {
             self.index[k] = self.keys.len() as u32;
             self.keys.push(key);
             self.count.push(count);
-            extend_cols(&mut self.cols, cols);
+            if let [c] = cols {
+                // one column: a plain push
+                self.cols.push(to(c));
+            } else {
+                self.cols.extend(cols.iter().map(&to));
+            }
         } else {
             let r = r as usize;
             self.count[r] += count;
             let dst = &mut self.cols[r * ncols..(r + 1) * ncols];
+            let pairs = dst.iter_mut().zip(cols);
             if m2 {
-                combine_row::<true, _>(dst, cols);
+                pairs.for_each(|(d, c)| d.combine_with::<true>(&to(c)));
             } else {
-                combine_row::<false, _>(dst, cols);
+                pairs.for_each(|(d, c)| d.combine_with::<false>(&to(c)));
             }
         }
     }
@@ -1123,8 +1150,6 @@ impl<P: RowStates> PaneStore<P> {
         range: std::ops::Range<usize>,
     ) {
         let ncols = self.ncols;
-        // the backend's full partials, as this store keeps them
-        let mut row: Vec<P> = Vec::with_capacity(ncols);
         // Slots alternate between a few panes; remember the last ones.
         let mut cache: [(i64, usize); 4] = [(i64::MIN, 0); 4];
         let mut next = 0;
@@ -1141,9 +1166,8 @@ impl<P: RowStates> PaneStore<P> {
                 }
             };
             let key = slot_key[s];
-            row.clear();
-            row.extend(partials.slot(s).iter().map(P::from_full));
-            self.slab[pi].add_row(key, partials.count[s], &row, ncols, M2);
+            // the backend's full partials, as this store keeps them
+            self.slab[pi].add_row_of(key, partials.count[s], partials.slot(s), ncols, M2, P::from_full);
             if self.lateness > 0 {
                 self.mark_dirty(p, key);
             }
@@ -1830,30 +1854,36 @@ mod direct_tests {
 
     #[test]
     fn sliding_prefixes_and_suffixes_equal_merging_every_pane() {
-        // 23 keys: dense windows (every rank walked); 150: panes with about half the keys (the
-        // dense merges' coin toss); thousands: sparse windows (merges, most ranks sorted)
+        let layouts = [
+            PaneLayout::new(300, 100, 0),
+            PaneLayout::new(250, 100, 30),
+            PaneLayout::new(700, 100, 0),
+        ];
+        each_case(layouts, |nkeys, layout, lateness, batch| {
+            // (one value column has merge and emit loops of its own)
+            for (m2, ncols) in [(false, 1), (false, 2), (true, 1), (true, 2)] {
+                let want = run_with(layout, lateness, batch, true, m2, nkeys, false, ncols);
+                let got = run_with(layout, lateness, batch, true, m2, nkeys, true, ncols);
+                let what = format!("{nkeys} keys {layout:?} lateness {lateness} batch {batch} m2 {m2} {ncols} columns");
+                assert!(want.len() > 100, "{what}: too few rows to compare");
+                // the same rows in the same order, revisions included
+                assert_eq!(got.key, want.key, "{what}");
+                assert_eq!(got.start, want.start, "{what}");
+                assert_eq!(got.revision, want.revision, "{what}");
+                assert_eq!(final_rows(&got, m2), final_rows(&want, m2), "{what}");
+            }
+        });
+    }
+
+    /// Calls `f` with every key count, layout, allowed lateness and batch size of the store's
+    /// sweeps: 23 keys (dense windows, every rank walked), 150 (panes with about half the keys:
+    /// the dense merges' coin toss), 50,000 (sparse windows: merges, most ranks sorted).
+    fn each_case(layouts: [PaneLayout; 3], mut f: impl FnMut(u64, PaneLayout, i64, usize)) {
         for nkeys in [23, 150, 50_000] {
-            for layout in [
-                PaneLayout::new(300, 100, 0),
-                PaneLayout::new(250, 100, 30),
-                PaneLayout::new(700, 100, 0),
-            ] {
+            for layout in layouts {
                 for lateness in [0, 120] {
                     for batch in [1, 37, 6000] {
-                        // (one value column has merge and emit loops of its own)
-                        for (m2, ncols) in [(false, 1), (false, 2), (true, 1), (true, 2)] {
-                            let want = run_with(layout, lateness, batch, true, m2, nkeys, false, ncols);
-                            let got = run_with(layout, lateness, batch, true, m2, nkeys, true, ncols);
-                            let what = format!(
-                                "{nkeys} keys {layout:?} lateness {lateness} batch {batch} m2 {m2} {ncols} columns"
-                            );
-                            assert!(want.len() > 100, "{what}: too few rows to compare");
-                            // the same rows in the same order, revisions included
-                            assert_eq!(got.key, want.key, "{what}");
-                            assert_eq!(got.start, want.start, "{what}");
-                            assert_eq!(got.revision, want.revision, "{what}");
-                            assert_eq!(final_rows(&got, m2), final_rows(&want, m2), "{what}");
-                        }
+                        f(nkeys, layout, lateness, batch);
                     }
                 }
             }
@@ -1864,42 +1894,34 @@ mod direct_tests {
     fn count_and_sum_state_gives_the_full_states_rows() {
         // every path of the store: slots and direct mode, tumbling, sliding from prefixes and
         // suffixes (dense and sparse, one and two columns) and from every pane, revisions
-        for nkeys in [23, 150, 50_000] {
-            for layout in [
-                PaneLayout::new(100, 100, 0),
-                PaneLayout::new(300, 100, 0),
-                PaneLayout::new(250, 100, 30),
-            ] {
-                for lateness in [0, 120] {
-                    for batch in [1, 37, 6000] {
-                        for (direct, sliding, ncols) in
-                            [(true, true, 1), (true, true, 2), (false, true, 1), (true, false, 1)]
-                        {
-                            let args = (layout, lateness, batch, direct, false, nkeys, sliding, ncols);
-                            let want =
-                                run_state::<ColPartial>(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7);
-                            let got = run_state::<crate::agg::SumPartial>(
-                                args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7,
-                            );
-                            let what = format!("{args:?}");
-                            assert!(want.len() > 100, "{what}: too few rows to compare");
-                            assert_eq!(got.key, want.key, "{what}");
-                            assert_eq!(got.start, want.start, "{what}");
-                            assert_eq!(got.end, want.end, "{what}");
-                            assert_eq!(got.revision, want.revision, "{what}");
-                            assert_eq!(got.count, want.count, "{what}");
-                            // the rows carry the narrow states as they are
-                            assert!(got.cols.is_empty() && want.sums.is_empty(), "{what}");
-                            assert_eq!(got.sums.len(), want.cols.len(), "{what}");
-                            for (g, w) in got.sums.iter().zip(&want.cols) {
-                                // counts and sums bit for bit
-                                assert_eq!((g.n, g.sum.to_bits()), (w.n, w.sum.to_bits()), "{what}");
-                            }
-                        }
-                    }
+        let layouts = [
+            PaneLayout::new(100, 100, 0),
+            PaneLayout::new(300, 100, 0),
+            PaneLayout::new(250, 100, 30),
+        ];
+        each_case(layouts, |nkeys, layout, lateness, batch| {
+            for (direct, sliding, ncols) in [(true, true, 1), (true, true, 2), (false, true, 1), (true, false, 1)] {
+                let want = run_state::<ColPartial>(layout, lateness, batch, direct, false, nkeys, sliding, ncols);
+                let got =
+                    run_state::<crate::agg::SumPartial>(layout, lateness, batch, direct, false, nkeys, sliding, ncols);
+                let what = format!(
+                    "{nkeys} keys {layout:?} lateness {lateness} batch {batch} direct {direct} sliding {sliding} {ncols} columns"
+                );
+                assert!(want.len() > 100, "{what}: too few rows to compare");
+                assert_eq!(got.key, want.key, "{what}");
+                assert_eq!(got.start, want.start, "{what}");
+                assert_eq!(got.end, want.end, "{what}");
+                assert_eq!(got.revision, want.revision, "{what}");
+                assert_eq!(got.count, want.count, "{what}");
+                // the rows carry the narrow states as they are
+                assert!(got.cols.is_empty() && want.sums.is_empty(), "{what}");
+                assert_eq!(got.sums.len(), want.cols.len(), "{what}");
+                for (g, w) in got.sums.iter().zip(&want.cols) {
+                    // counts and sums bit for bit
+                    assert_eq!((g.n, g.sum.to_bits()), (w.n, w.sum.to_bits()), "{what}");
                 }
             }
-        }
+        });
     }
 
     /// The last revision of every `(key, start)` window: end, count, and partials (m2 rounded).
