@@ -18,6 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 mod direct;
+mod lz4;
 mod pages;
 pub use direct::OutFile;
 
@@ -743,6 +744,8 @@ struct ColumnEncoder {
     /// Each column's float layout (used by float columns only; each column is encoded on one
     /// thread, so each thread's copy keeps its own columns' state).
     floats: Vec<pages::FloatLayout>,
+    /// The LZ4 match table of plain float pages (each thread's copy its own).
+    lz4: lz4::Table,
 }
 
 /// Compressed pages of each Parquet column of a row group's arrays.
@@ -773,19 +776,24 @@ impl ColumnEncoder {
             };
             // pages per leaf column (one for the flat columns of the window output)
             let mut leaves: Vec<Vec<polars_parquet::write::CompressedPage>> = vec![];
-            let mut add = |l: usize, page| -> PolarsResult<()> {
+            let add = |leaves: &mut Vec<Vec<_>>, l: usize, page| {
                 if leaves.len() <= l {
                     leaves.resize_with(l + 1, Vec::new);
                 }
-                leaves[l].push(compress(page, vec![], self.options.compression)?);
-                Ok(())
+                leaves[l].push(page);
             };
             for array in parts {
                 if let ParquetType::PrimitiveType(t) = &self.fields[i]
-                    && let Some(page) =
-                        pages::try_page(array.as_ref(), t, &self.encodings[i], self.options, &mut self.floats[i])
+                    && let Some(page) = pages::try_page(
+                        array.as_ref(),
+                        t,
+                        &self.encodings[i],
+                        self.options,
+                        &mut self.floats[i],
+                        &mut self.lz4,
+                    )
                 {
-                    add(0, page)?;
+                    add(&mut leaves, 0, page?);
                     continue;
                 }
                 for (l, pages) in array_to_columns(array, self.fields[i].clone(), self.options, &self.encodings[i])?
@@ -793,7 +801,7 @@ impl ColumnEncoder {
                     .enumerate()
                 {
                     for page in pages {
-                        add(l, page?)?;
+                        add(&mut leaves, l, compress(page?, vec![], self.options.compression)?);
                     }
                 }
             }
@@ -912,6 +920,7 @@ impl<W: std::io::Write> ParquetOut<W> {
                 fields,
                 encodings,
                 options,
+                lz4: lz4::Table::default(),
             },
             split,
             helper: None,

@@ -29,14 +29,19 @@
 
 use polars_arrow::array::{Array, PrimitiveArray};
 use polars_parquet::parquet::CowBuffer;
+use polars_parquet::parquet::compression::{Compression, CompressionOptions};
 use polars_parquet::parquet::encoding::bitpacked::Unpackable;
 use polars_parquet::parquet::encoding::{uleb128, zigzag_leb128};
+use polars_parquet::parquet::error::ParquetResult;
 use polars_parquet::parquet::metadata::Descriptor;
+use polars_parquet::parquet::page::CompressedDataPage;
 use polars_parquet::parquet::page::{DataPage, DataPageHeader, DataPageHeaderV1};
 use polars_parquet::parquet::schema::Repetition;
 use polars_parquet::parquet::schema::types::PrimitiveType;
 use polars_parquet::parquet::statistics::{ParquetStatistics, PrimitiveStatistics};
-use polars_parquet::write::{Encoding, Page, Version, WriteOptions, write_def_levels};
+use polars_parquet::write::{CompressedPage, Encoding, Page, Version, WriteOptions, write_def_levels};
+
+use super::lz4;
 
 const BLOCK: usize = 256;
 const MINIBLOCKS: usize = 4;
@@ -147,14 +152,13 @@ pub fn encode<T: DeltaInt>(values: &[T], out: &mut Vec<u8>) -> Option<(T, T)> {
     Some((T::from_order_key(lo), T::from_order_key(hi)))
 }
 
-/// A V1 data page of `n` values without nulls from `buffer` (definition levels, then values).
-fn data_page(
-    buffer: Vec<u8>,
+/// The header and descriptor of a V1 data page of `n` values without nulls.
+fn page_header(
     n: usize,
     encoding: Encoding,
     statistics: Option<ParquetStatistics>,
     type_: PrimitiveType,
-) -> Page {
+) -> (DataPageHeader, Descriptor) {
     let optional = type_.field_info.repetition == Repetition::Optional;
     let header = DataPageHeader::V1(DataPageHeaderV1 {
         num_values: n as i32,
@@ -168,7 +172,22 @@ fn data_page(
         max_def_level: optional as i16,
         max_rep_level: 0,
     };
-    Page::Data(DataPage::new(header, CowBuffer::Owned(buffer), descriptor, n))
+    (header, descriptor)
+}
+
+/// A V1 data page of `n` values without nulls from `buffer` (definition levels, then values),
+/// compressed with `compression`.
+fn data_page(
+    buffer: Vec<u8>,
+    n: usize,
+    encoding: Encoding,
+    statistics: Option<ParquetStatistics>,
+    type_: PrimitiveType,
+    compression: CompressionOptions,
+) -> ParquetResult<CompressedPage> {
+    let (header, descriptor) = page_header(n, encoding, statistics, type_);
+    let page = Page::Data(DataPage::new(header, CowBuffer::Owned(buffer), descriptor, n));
+    polars_parquet::write::compress(page, vec![], compression)
 }
 
 /// A page's buffer with room for `value_bytes` more, its definition levels (all set, for an
@@ -201,12 +220,23 @@ fn statistics<P: polars_parquet::parquet::types::NativeType>(
 
 /// The page of an integer column without nulls: its values delta-encoded, with statistics,
 /// for the column's Parquet type `type_`.
-pub fn page<T: DeltaInt>(array: &PrimitiveArray<T>, type_: PrimitiveType, options: WriteOptions) -> Page {
+pub fn page<T: DeltaInt>(
+    array: &PrimitiveArray<T>,
+    type_: PrimitiveType,
+    options: WriteOptions,
+) -> ParquetResult<CompressedPage> {
     let values = array.values().as_slice();
     let mut buffer = levels(&type_, values.len(), values.len() / 2);
     let range = encode(values, &mut buffer).map(|(lo, hi)| (lo.physical(), hi.physical()));
     let stats = statistics(&type_, options, range);
-    data_page(buffer, values.len(), Encoding::DeltaBinaryPacked, stats, type_)
+    data_page(
+        buffer,
+        values.len(),
+        Encoding::DeltaBinaryPacked,
+        stats,
+        type_,
+        options.compression,
+    )
 }
 
 /// The smallest and largest of `values` as polars' statistics give them: NaN for both when
@@ -282,8 +312,7 @@ impl FloatLayout {
     }
 
     /// Whether the next page, of `values`, is written split, sampling it when due.
-    pub fn next_split(&mut self, values: &[f64], options: WriteOptions) -> bool {
-        use polars_parquet::parquet::compression::CompressionOptions;
+    pub fn next_split(&mut self, values: &[f64], options: WriteOptions, table: &mut lz4::Table) -> bool {
         if self.plain_only || matches!(options.compression, CompressionOptions::Uncompressed) {
             // without a compressor the split layout has nothing to gain
             return false;
@@ -294,16 +323,15 @@ impl FloatLayout {
         }
         let sample = &values[..values.len().min(Self::SAMPLE)];
         let (mut raw, mut packed) = (Vec::with_capacity(sample.len() * 8), vec![]);
-        let mut size = |raw: &[u8]| {
-            packed.clear();
-            polars_parquet::parquet::compression::compress(options.compression, raw, &mut packed)
-                .map_or(usize::MAX / 4, |()| packed.len())
-        };
+        // each layout as its pages are compressed: plain values matched value by value
         plain_values(sample, &mut raw);
-        let plain = size(&raw);
+        let plain =
+            compress_plain(&raw, options.compression, table, &mut packed).map_or(usize::MAX / 4, |()| packed.len());
         raw.clear();
         split_values(sample, &mut raw);
-        let split = size(&raw);
+        packed.clear();
+        let split = polars_parquet::parquet::compression::compress(options.compression, &raw, &mut packed)
+            .map_or(usize::MAX / 4, |()| packed.len());
         self.sampled += sample.len();
         self.plain_bytes += plain;
         self.split_bytes += split;
@@ -318,8 +346,12 @@ impl FloatLayout {
 
 /// Appends `values` as `PLAIN` (little-endian, one after another).
 fn plain_values(values: &[f64], out: &mut Vec<u8>) {
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(values));
+    } else {
+        for v in values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
 }
 
@@ -356,18 +388,54 @@ pub fn float_page(
     type_: PrimitiveType,
     options: WriteOptions,
     layout: &mut FloatLayout,
-) -> Page {
+    table: &mut lz4::Table,
+) -> ParquetResult<CompressedPage> {
     let values = array.values().as_slice();
     let mut buffer = levels(&type_, values.len(), values.len() * 8);
-    let encoding = if layout.next_split(values, options) {
+    let split = layout.next_split(values, options, table);
+    if split {
         split_values(values, &mut buffer);
-        Encoding::ByteStreamSplit
     } else {
         plain_values(values, &mut buffer);
+    }
+    let encoding = if split {
+        Encoding::ByteStreamSplit
+    } else {
         Encoding::Plain
     };
     let stats = statistics(&type_, options, float_range(values));
-    data_page(buffer, values.len(), encoding, stats, type_)
+    if split || options.compression != CompressionOptions::Lz4Raw {
+        return data_page(buffer, values.len(), encoding, stats, type_, options.compression);
+    }
+    // plain values under LZ4: matched value by value ([`lz4`])
+    let mut packed = Vec::new();
+    compress_plain(&buffer, options.compression, table, &mut packed)?;
+    let (header, descriptor) = page_header(values.len(), encoding, stats, type_);
+    Ok(CompressedPage::Data(CompressedDataPage::new(
+        header,
+        CowBuffer::Owned(packed),
+        Compression::Lz4Raw,
+        buffer.len(),
+        descriptor,
+        values.len(),
+    )))
+}
+
+/// Compresses `bytes`, whose tail is plain 64-bit floats (after a page's levels, say), into
+/// `out` (cleared first): under LZ4 with [`lz4::compress_values`], matched at the values' starts
+/// (the first at `bytes.len() % 8`), with any other codec by polars.
+pub fn compress_plain(
+    bytes: &[u8],
+    compression: CompressionOptions,
+    table: &mut lz4::Table,
+    out: &mut Vec<u8>,
+) -> ParquetResult<()> {
+    if compression == CompressionOptions::Lz4Raw {
+        lz4::compress_values(bytes, bytes.len() % 8, table, out);
+        return Ok(());
+    }
+    out.clear();
+    polars_parquet::parquet::compression::compress(compression, bytes, out)
 }
 
 /// The page of `array` when it has no nulls and is a 32- or 64-bit integer array to be
@@ -380,11 +448,12 @@ pub fn try_page(
     encodings: &[Encoding],
     options: WriteOptions,
     layout: &mut FloatLayout,
-) -> Option<Page> {
+    table: &mut lz4::Table,
+) -> Option<ParquetResult<CompressedPage>> {
     if array.null_count() > 0 || options.version != Version::V1 {
         return None;
     }
-    fn typed<T: DeltaInt>(a: &dyn Array, t: &PrimitiveType, o: WriteOptions) -> Option<Page> {
+    fn typed<T: DeltaInt>(a: &dyn Array, t: &PrimitiveType, o: WriteOptions) -> Option<ParquetResult<CompressedPage>> {
         a.as_any()
             .downcast_ref::<PrimitiveArray<T>>()
             .map(|a| page(a, t.clone(), o))
@@ -398,7 +467,7 @@ pub fn try_page(
         (D::Float64, [Encoding::Plain]) => array
             .as_any()
             .downcast_ref::<PrimitiveArray<f64>>()
-            .map(|a| float_page(a, type_.clone(), options, layout)),
+            .map(|a| float_page(a, type_.clone(), options, layout, table)),
         _ => None,
     }
 }
@@ -551,9 +620,18 @@ mod tests {
             values
                 .chunks(page)
                 .map(|c| {
-                    let p = float_page(&PrimitiveArray::from_slice(c), t.clone(), o, &mut layout);
-                    let Page::Data(d) = p else { panic!("a data page") };
-                    d.encoding()
+                    let p = float_page(
+                        &PrimitiveArray::from_slice(c),
+                        t.clone(),
+                        o,
+                        &mut layout,
+                        &mut lz4::Table::default(),
+                    )
+                    .expect("a page");
+                    let CompressedPage::Data(d) = p else {
+                        panic!("a data page")
+                    };
+                    Encoding::try_from(d.header().encoding()).expect("an encoding")
                 })
                 .collect::<Vec<_>>()
         };
@@ -579,16 +657,66 @@ mod tests {
         // a choice holds for EVERY values, then the column is sampled again
         let mut layout = FloatLayout::default();
         let o = options(C::Lz4Raw);
-        assert!(layout.next_split(&means[..FloatLayout::SAMPLE], o));
+        let table = &mut lz4::Table::default();
+        assert!(layout.next_split(&means[..FloatLayout::SAMPLE], o, table));
         let mut seen = 0;
         while seen < FloatLayout::EVERY {
             assert!(
-                layout.next_split(&decimals[..FloatLayout::SAMPLE], o),
+                layout.next_split(&decimals[..FloatLayout::SAMPLE], o, table),
                 "the choice held"
             );
             seen += FloatLayout::SAMPLE;
         }
-        assert!(!layout.next_split(&decimals[..FloatLayout::SAMPLE], o), "sampled again");
+        assert!(
+            !layout.next_split(&decimals[..FloatLayout::SAMPLE], o, table),
+            "sampled again"
+        );
+    }
+
+    #[test]
+    fn plain_float_pages_under_lz4_are_lz4_blocks_of_their_levels_and_values() {
+        use polars_parquet::parquet::compression::{DecompressionContext, decompress};
+        use polars_parquet::parquet::schema::types::{FieldInfo, PhysicalType};
+        let (_, decimals) = means_and_decimals(20_000);
+        let mut t = PrimitiveType::from_physical("v".into(), PhysicalType::Double);
+        for repetition in [Repetition::Required, Repetition::Optional] {
+            t.field_info = FieldInfo {
+                repetition,
+                ..t.field_info.clone()
+            };
+            let o = options(CompressionOptions::Lz4Raw);
+            let array = PrimitiveArray::from_slice(&decimals);
+            let page = float_page(
+                &array,
+                t.clone(),
+                o,
+                &mut FloatLayout::default(),
+                &mut lz4::Table::default(),
+            )
+            .expect("a page");
+            let CompressedPage::Data(mut d) = page else {
+                panic!("a data page")
+            };
+            assert_eq!(d.compression(), Compression::Lz4Raw);
+            assert_eq!(
+                Encoding::try_from(d.header().encoding()).expect("an encoding"),
+                Encoding::Plain
+            );
+            let mut expected = levels(&t, decimals.len(), 0);
+            plain_values(&decimals, &mut expected);
+            assert_eq!(d.uncompressed_size(), expected.len());
+            let mut back = vec![0u8; expected.len()];
+            let packed = d.slice_mut().to_vec();
+            decompress(
+                Compression::Lz4Raw,
+                &packed,
+                &mut back,
+                &mut DecompressionContext::Unset,
+            )
+            .expect("lz4");
+            assert_eq!(back, expected, "{repetition:?}");
+            assert!(d.compressed_size() < expected.len() * 3 / 4, "{}", d.compressed_size());
+        }
     }
 
     #[test]
