@@ -371,18 +371,34 @@ fn cmd_run(a: RunArgs) -> Result<()> {
         .chain(cols.values.iter().cloned())
         .collect();
     let only = a.late_output.is_none().then_some(needed.as_slice());
-    let mut input = io::ChunkReader::open_columns(&a.input, &cols.values, only)?;
-    let first = match input.next_chunk() {
+    // Parquet columns of the usual types are decoded straight into event columns (io::scan);
+    // anything else, and every column when late rows go out whole, through polars' frames.
+    let mut input = match only
+        .map(|_| io::EventReader::open(&a.input, &cols))
+        .transpose()?
+        .flatten()
+    {
+        Some(r) => Input::Scan(r),
+        None => Input::Frames(io::ChunkReader::open_columns(&a.input, &cols.values, only)?),
+    };
+    let first = match input.next() {
         Some(c) => c?,
         None => return Err(fenestra::Error::EmptyInput(format!("'{}'", a.input.display())).into()),
     };
     spinner.finish_and_clear();
     let read_s = t_start.elapsed().as_secs_f64();
     let source = a.input.display().to_string();
-    let key_out = io::check_schema(&first, &cols, &source)?;
+    let schema = match (&input, &first) {
+        (Input::Scan(r), _) => r.schema_frame().schema().clone(),
+        (Input::Frames(_), io::EventChunk::Frame(df)) => df.schema().clone(),
+        (Input::Frames(_), io::EventChunk::Columns(_)) => {
+            return Err(fenestra::Error::config("a frame reader delivered decoded columns").into());
+        }
+    };
     // (not `first.clear()`: polars builds each cleared column from its global zero buffer,
     // 8 MiB the kernel faults in and zeroes on first use, ~2,000 page faults at start-up)
-    let empty_input = polars::prelude::DataFrame::empty_with_schema(first.schema());
+    let empty_input = polars::prelude::DataFrame::empty_with_schema(&schema);
+    let key_out = io::check_schema(&empty_input, &cols, &source)?;
 
     let pipeline = Pipeline::builder()
         .window(window)
@@ -437,13 +453,26 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let bs = pipeline.batch_size();
     let mut chunk_start = 0usize;
     let mut next = Some(first);
-    while let Some(df) = next.take() {
-        let h = df.height();
+    let mut key_ids = vec![];
+    while let Some(chunk) = next.take() {
+        let h = match &chunk {
+            io::EventChunk::Frame(df) => df.height(),
+            io::EventChunk::Columns(c) => {
+                // each of the file's distinct keys encoded once, as its chunk brings it
+                c.extend_key_ids(pipeline.keys_mut(), &mut key_ids)?;
+                c.len()
+            }
+        };
         let mut local = 0usize;
         while local < h {
             let len = bs.min(h - local);
-            let part = df.slice(local as i64, len);
-            pipeline.push_frame_columns(&part, &cols, (chunk_start + local) as u64)?;
+            let row = (chunk_start + local) as u64;
+            match &chunk {
+                io::EventChunk::Frame(df) => pipeline.push_frame_columns(&df.slice(local as i64, len), &cols, row)?,
+                io::EventChunk::Columns(c) => {
+                    pipeline.push_event_columns(c, &key_ids, local..local + len, &cols.time, row)?
+                }
+            }
             let late_now = if ml_cfg.is_some() {
                 let out = pipeline.poll()?;
                 writer.write(out.rows, out.ml, pipeline.keys().values())?;
@@ -464,15 +493,18 @@ fn cmd_run(a: RunArgs) -> Result<()> {
             pb.set_position((chunk_start + local) as u64);
         }
         // Late events are known as soon as their batch is assigned: keep their input rows
-        // while the chunk is at hand.
-        if a.late_output.is_some() && late.row.len() > late_taken {
-            late_frames.push(io::late_rows(&df, &late.row[late_taken..], chunk_start as u64)?);
+        // while the chunk is at hand (late output reads frames: all the input's columns).
+        if let io::EventChunk::Frame(df) = &chunk
+            && a.late_output.is_some()
+            && late.row.len() > late_taken
+        {
+            late_frames.push(io::late_rows(df, &late.row[late_taken..], chunk_start as u64)?);
             late_taken = late.row.len();
         }
         chunk_start += h;
-        // freed before waiting for the next chunk, so that the reader's decoding can reuse it
-        drop(df);
-        next = input.next_chunk().transpose()?;
+        // freed (or handed back) before waiting for the next chunk, for the reader to reuse
+        input.recycle(chunk);
+        next = input.next().transpose()?;
         // a CSV file's row count is an estimate until its end is reached
         pb.set_length(input.total_rows().max(chunk_start) as u64);
     }
@@ -600,6 +632,37 @@ fn ml_config(
         backend: model_backend,
         ..MlConfig::default()
     }))
+}
+
+/// Where `run` reads its events from.
+enum Input {
+    /// Parquet decoded straight into event columns (chunks that need polars come as frames).
+    Scan(io::EventReader),
+    /// Frames from polars (CSV, other column types, or every column for the late output).
+    Frames(io::ChunkReader),
+}
+
+impl Input {
+    fn next(&mut self) -> Option<fenestra::Result<io::EventChunk>> {
+        match self {
+            Input::Scan(r) => r.next_chunk(),
+            Input::Frames(r) => r.next_chunk().map(|c| c.map(io::EventChunk::Frame)),
+        }
+    }
+
+    fn total_rows(&self) -> usize {
+        match self {
+            Input::Scan(r) => r.total_rows(),
+            Input::Frames(r) => r.total_rows(),
+        }
+    }
+
+    /// Hands a processed chunk's buffers back to the reader (a frame is dropped).
+    fn recycle(&self, chunk: io::EventChunk) {
+        if let (Input::Scan(r), io::EventChunk::Columns(c)) = (self, chunk) {
+            r.recycle(c);
+        }
+    }
 }
 
 fn append_late(acc: &mut fenestra::LateEvents, more: fenestra::LateEvents) {

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 mod direct;
 mod lz4;
 mod pages;
+mod scan;
 pub use direct::OutFile;
+pub use scan::{EventChunk, EventColumns, EventReader};
 
 /// A supported file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1671,6 +1673,42 @@ impl crate::pipeline::Pipeline {
         // the same checks, in the same order, as the converting path: times, then keys
         let (t0, mut batch) = self.begin_push(ts, &cols.time, row_offset)?;
         encode_keys(df, cols.key.as_deref(), self.keys_mut(), &mut batch.keys)?;
+        self.fill_and_push(ts, batch, &values, t0)
+    }
+
+    /// Pushes rows `lo..hi` of a chunk decoded by an [`EventReader`] (`time` names the time
+    /// column, for error messages; `row_offset` is row `lo`'s place in the input). `key_ids`
+    /// holds the pipeline's id of each of the chunk's `key_values`, encoded once per chunk
+    /// ([`EventColumns::encode_keys`]): a row's key is then one lookup, not a hash.
+    pub fn push_event_columns(
+        &mut self,
+        columns: &EventColumns,
+        key_ids: &[u32],
+        rows: std::ops::Range<usize>,
+        time: &str,
+        row_offset: u64,
+    ) -> Result<()> {
+        let ts = columns
+            .ts
+            .get(rows.clone())
+            .ok_or_else(|| Error::config("rows past the chunk's end"))?;
+        let (t0, mut batch) = self.begin_push(ts, time, row_offset)?;
+        if self.keys().kind() == KeyKind::None {
+            self.keys_mut().encode_none(ts.len(), &mut batch.keys)?;
+        } else {
+            let index = columns
+                .key_index
+                .get(rows.clone())
+                .ok_or_else(|| Error::config("a chunk without keys"))?;
+            batch.keys.reserve(index.len());
+            for &i in index {
+                let id = key_ids
+                    .get(i as usize)
+                    .ok_or_else(|| Error::config("a key id past the chunk's keys"))?;
+                batch.keys.push(*id);
+            }
+        }
+        let values: Vec<&[f64]> = columns.values.iter().map(|v| &v[rows.clone()]).collect();
         self.fill_and_push(ts, batch, &values, t0)
     }
 
