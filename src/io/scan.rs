@@ -118,6 +118,12 @@ impl EventReader {
             return Ok(None);
         }
         let (file, _) = open_input(path)?;
+        // SAFETY: the file is mapped read-only and only read through the map; were another
+        // process to truncate it during the run, reading past its new end would fault (SIGBUS),
+        // as it would under polars' own reader, which maps input files the same way.
+        let Ok(bytes) = (unsafe { memmap2::Mmap::map(&file) }) else {
+            return Ok(None);
+        };
         let bad = format_error(path, "Parquet");
         let mut reader = ParquetReader::new(file);
         let schema = reader.schema().map_err(bad.clone())?;
@@ -142,6 +148,7 @@ impl EventReader {
         let total_rows = meta.num_rows;
         let job = Job {
             path: path.to_path_buf(),
+            bytes: Arc::new(bytes),
             meta,
             layout,
             projection,
@@ -268,6 +275,8 @@ fn layout(schema: &ArrowSchema, meta: &FileMetadata, cols: &InputColumns) -> Opt
 /// What the reader thread works from.
 struct Job {
     path: PathBuf,
+    /// The file's bytes, mapped.
+    bytes: Arc<memmap2::Mmap>,
     meta: Arc<FileMetadata>,
     layout: Layout,
     projection: Option<Vec<usize>>,
@@ -286,13 +295,7 @@ const CHUNK_ROWS: usize = 1 << 18;
 
 impl Job {
     fn run(&self, tx: &std::sync::mpsc::SyncSender<Result<EventChunk>>, spent: &Receiver<EventColumns>) {
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.send(Err(cannot_read(&self.path)(e)));
-                return;
-            }
-        };
+        let file: &[u8] = &self.bytes;
         let cursor = |c: usize, int32: Int32| Cursor::new(&self.meta, c, int32);
         let mut times_keys: Vec<Cursor> = std::iter::once(cursor(self.layout.time, Int32::Signed))
             .chain(self.layout.key.map(|(k, int32)| cursor(k, int32)))
@@ -339,7 +342,7 @@ impl Job {
     #[allow(clippy::too_many_arguments)]
     fn fill(
         &self,
-        file: &File,
+        file: &[u8],
         times_keys: &mut [Cursor],
         values: &mut [Cursor],
         carry: &mut EventColumns,
@@ -450,8 +453,8 @@ struct Cursor {
     int32: Int32,
     /// The row group of `raw`, and the next one to read.
     group: usize,
-    /// The current column chunk's bytes as stored, and where its next page header starts.
-    raw: Vec<u8>,
+    /// The current column chunk's bytes in the file, and where its next page header starts.
+    chunk: std::ops::Range<usize>,
     at: usize,
     /// Rows of the current column chunk not decoded yet.
     left: usize,
@@ -470,7 +473,7 @@ impl Cursor {
             column,
             int32,
             group: 0,
-            raw: vec![],
+            chunk: 0..0,
             at: 0,
             left: 0,
             page: vec![],
@@ -481,7 +484,7 @@ impl Cursor {
     }
 
     /// Decodes pages until `sink` holds at least `want` values (or the column ends).
-    fn fill(&mut self, file: &File, meta: &FileMetadata, sink: &mut Sink, want: usize) -> Here<()> {
+    fn fill(&mut self, file: &[u8], meta: &FileMetadata, sink: &mut Sink, want: usize) -> Here<()> {
         while sink.len() < want {
             if self.left == 0 {
                 let Some(group) = meta.row_groups.get(self.group) else {
@@ -489,10 +492,12 @@ impl Cursor {
                 };
                 let c = group.parquet_columns().get(self.column).ok_or(NotHere)?;
                 let range = c.byte_range();
-                let len = usize::try_from(range.end.checked_sub(range.start).ok_or(NotHere)?).map_err(|_| NotHere)?;
-                self.raw.clear();
-                self.raw.resize(len, 0);
-                read_exact_at(file, &mut self.raw, range.start).map_err(|_| NotHere)?;
+                let start = usize::try_from(range.start).map_err(|_| NotHere)?;
+                let end = usize::try_from(range.end).map_err(|_| NotHere)?;
+                if start > end || end > file.len() {
+                    return Err(NotHere);
+                }
+                self.chunk = start..end;
                 self.at = 0;
                 self.left = group.num_rows();
                 self.dict.clear();
@@ -502,7 +507,7 @@ impl Cursor {
                 }
             }
             let c = &meta.row_groups[self.group - 1].parquet_columns()[self.column];
-            let n = self.page_into(c, sink)?;
+            let n = self.page_into(&file[self.chunk.clone()], c, sink)?;
             self.left = self.left.checked_sub(n).ok_or(NotHere)?;
         }
         Ok(())
@@ -510,12 +515,12 @@ impl Cursor {
 
     /// Decodes the next data page of column chunk `c` (and a dictionary or index page before it)
     /// into `sink`; returns its values.
-    fn page_into(&mut self, c: &ColumnChunkMetadata, sink: &mut Sink) -> Here<usize> {
+    fn page_into(&mut self, raw: &[u8], c: &ColumnChunkMetadata, sink: &mut Sink) -> Here<usize> {
         let w = width(c).ok_or(NotHere)?;
         let optional = c.descriptor().descriptor.max_def_level == 1;
         let compression = c.compression();
         loop {
-            let rest = self.raw.get(self.at..).ok_or(NotHere)?;
+            let rest = raw.get(self.at..).ok_or(NotHere)?;
             let mut reader = rest;
             let header = {
                 let mut prot = TCompactInputProtocol::new(&mut reader, rest.len());
@@ -524,7 +529,7 @@ impl Cursor {
             self.at += rest.len() - reader.len();
             let stored = usize::try_from(header.compressed_page_size).map_err(|_| NotHere)?;
             let size = usize::try_from(header.uncompressed_page_size).map_err(|_| NotHere)?;
-            let body = self.raw.get(self.at..self.at + stored).ok_or(NotHere)?;
+            let body = raw.get(self.at..self.at + stored).ok_or(NotHere)?;
             self.at += stored;
             if header.type_ == PageType::INDEX_PAGE {
                 continue;
@@ -592,19 +597,6 @@ impl Cursor {
             return Ok(n);
         }
     }
-}
-
-#[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
-}
-
-#[cfg(not(unix))]
-fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(at))?;
-    f.read_exact(buf)
 }
 
 /// Where a column's values go.
