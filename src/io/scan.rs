@@ -296,13 +296,11 @@ const CHUNK_ROWS: usize = 1 << 18;
 impl Job {
     fn run(&self, tx: &std::sync::mpsc::SyncSender<Result<EventChunk>>, spent: &Receiver<EventColumns>) {
         let file: &[u8] = &self.bytes;
-        let cursor = |c: usize, int32: Int32| Cursor::new(&self.meta, c, int32);
+        let cursor = |c: usize, int32: Int32| Cursor::new(c, int32);
         let mut times_keys: Vec<Cursor> = std::iter::once(cursor(self.layout.time, Int32::Signed))
             .chain(self.layout.key.map(|(k, int32)| cursor(k, int32)))
             .collect();
         let mut values: Vec<Cursor> = self.layout.values.iter().map(|&c| cursor(c, Int32::Signed)).collect();
-        let mut carry = EventColumns::default();
-        carry.values.resize_with(values.len(), Vec::new);
         let mut keys_seen = 0usize;
         let total = self.meta.num_rows;
         let mut first_row = 0usize;
@@ -311,15 +309,7 @@ impl Job {
             let mut out = spent.try_recv().unwrap_or_default();
             out.clear();
             out.values.resize_with(values.len(), Vec::new);
-            let decoded = self.fill(
-                &file,
-                &mut times_keys,
-                &mut values,
-                &mut carry,
-                &mut out,
-                rows,
-                &mut keys_seen,
-            );
+            let decoded = self.fill(&file, &mut times_keys, &mut values, &mut out, rows, &mut keys_seen);
             let chunk = match decoded {
                 Ok(()) => Ok(EventChunk::Columns(out)),
                 Err(NotHere) => {
@@ -335,17 +325,13 @@ impl Job {
         }
     }
 
-    /// Fills `out` with the next `rows` rows: first the rows decoded past the previous chunk
-    /// (`carry`), then pages until every column has them; what a column's last page holds past
-    /// them is carried to the next chunk. Times and keys are decoded on this thread, the value
-    /// columns on a second one at the same time (most of the bytes are theirs).
-    #[allow(clippy::too_many_arguments)]
+    /// Fills `out` with the next `rows` rows of every column: times and keys on this thread,
+    /// the value columns on a second one at the same time (most of the bytes are theirs).
     fn fill(
         &self,
         file: &[u8],
         times_keys: &mut [Cursor],
         values: &mut [Cursor],
-        carry: &mut EventColumns,
         out: &mut EventColumns,
         rows: usize,
         keys_seen: &mut usize,
@@ -357,15 +343,12 @@ impl Job {
             key_values,
             values: value_out,
         } = out;
-        ts.append(&mut carry.ts);
-        key_index.append(&mut carry.key_index);
-        for (v, c) in value_out.iter_mut().zip(carry.values.iter_mut()) {
-            v.append(c);
-        }
         let mut first = || -> Here<()> {
             let (time, key) = times_keys.split_first_mut().ok_or(NotHere)?;
+            ts.reserve_exact(rows);
             time.fill(file, meta, &mut Sink::I64(ts), rows)?;
             if let Some(k) = key.first_mut() {
+                key_index.reserve_exact(rows);
                 let sink = &mut Sink::Keys {
                     values: key_values,
                     index: key_index,
@@ -377,6 +360,7 @@ impl Job {
         };
         let mut second = || -> Here<()> {
             for (c, v) in values.iter_mut().zip(value_out.iter_mut()) {
+                v.reserve_exact(rows);
                 c.fill(file, meta, &mut Sink::F64(v), rows)?;
             }
             Ok(())
@@ -396,22 +380,11 @@ impl Job {
         };
         a?;
         b?;
-        // every column has its rows; the rest of each last page waits for the next chunk
         let has_key = self.layout.key.is_some();
-        if out.ts.len() < rows || (has_key && out.key_index.len() < rows) || out.values.iter().any(|v| v.len() < rows) {
-            return Err(NotHere);
-        }
-        carry.ts.extend_from_slice(&out.ts[rows..]);
-        out.ts.truncate(rows);
-        if has_key {
-            carry.key_index.extend_from_slice(&out.key_index[rows..]);
-            out.key_index.truncate(rows);
-        }
-        for (v, c) in out.values.iter_mut().zip(carry.values.iter_mut()) {
-            c.extend_from_slice(&v[rows..]);
-            v.truncate(rows);
-        }
-        Ok(())
+        let exact = out.ts.len() == rows
+            && (!has_key || out.key_index.len() == rows)
+            && out.values.iter().all(|v| v.len() == rows);
+        if exact { Ok(()) } else { Err(NotHere) }
     }
 
     /// Rows `first_row..` read by polars and sent on, in slices that end where row groups do.
@@ -445,19 +418,28 @@ impl Job {
     }
 }
 
-/// One column's pages, decoded a page at a time, row group after row group.
+/// One column's pages, decoded a part at a time, row group after row group: a page is opened
+/// (decompressed, its levels checked) and its values handed out as chunks take them, so that a
+/// chunk holds exactly its rows however the pages fall.
 struct Cursor {
     /// The column's index among the file's leaf columns.
     column: usize,
     /// How its `INT32` values read.
     int32: Int32,
-    /// The row group of `raw`, and the next one to read.
+    /// The next row group to open.
     group: usize,
     /// The current column chunk's bytes in the file, and where its next page header starts.
     chunk: std::ops::Range<usize>,
     at: usize,
-    /// Rows of the current column chunk not decoded yet.
+    /// Values of the current column chunk in pages not opened yet.
     left: usize,
+    /// The current column chunk's value width, whether it has definition levels, its codec.
+    width: usize,
+    optional: bool,
+    compression: Compression,
+    /// The open data page: its values' bytes (in `page`, or in the file when stored
+    /// uncompressed), how they are encoded and how many are left.
+    open: Option<Open>,
     /// A decompressed page.
     page: Vec<u8>,
     /// The current dictionary page's values (64 bits each: `INT32` widened, `DOUBLE` as bits),
@@ -467,8 +449,26 @@ struct Cursor {
     ctx: DecompressionContext,
 }
 
+/// An open data page.
+struct Open {
+    /// Its values' bytes: in `Cursor::page` when decompressed, else in the file.
+    bytes: std::ops::Range<usize>,
+    in_file: bool,
+    /// Values not handed out yet.
+    left: usize,
+    encoding: Values,
+}
+
+/// How an open page's values are stored.
+enum Values {
+    /// One after another; the next at this byte of the page's values.
+    Plain(usize),
+    /// Dictionary indices in the hybrid encoding.
+    Dictionary(Hybrid),
+}
+
 impl Cursor {
-    fn new(_meta: &FileMetadata, column: usize, int32: Int32) -> Cursor {
+    fn new(column: usize, int32: Int32) -> Cursor {
         Cursor {
             column,
             int32,
@@ -476,6 +476,10 @@ impl Cursor {
             chunk: 0..0,
             at: 0,
             left: 0,
+            width: 8,
+            optional: false,
+            compression: Compression::Uncompressed,
+            open: None,
             page: vec![],
             dict: vec![],
             base: 0,
@@ -483,13 +487,55 @@ impl Cursor {
         }
     }
 
-    /// Decodes pages until `sink` holds at least `want` values (or the column ends).
+    /// Decodes values until `sink` holds `want` of them (fewer only when the column ends).
     fn fill(&mut self, file: &[u8], meta: &FileMetadata, sink: &mut Sink, want: usize) -> Here<()> {
         while sink.len() < want {
+            let Some(open) = &mut self.open else {
+                if !self.open_page(file, meta, sink)? {
+                    return Ok(());
+                }
+                continue;
+            };
+            let take = open.left.min(want - sink.len());
+            let bytes = if open.in_file {
+                &file[open.bytes.clone()]
+            } else {
+                &self.page[open.bytes.clone()]
+            };
+            match &mut open.encoding {
+                Values::Plain(at) => {
+                    let w = self.width;
+                    sink.plain(bytes.get(*at..).ok_or(NotHere)?, w, take, self.int32)?;
+                    *at += take * w;
+                }
+                Values::Dictionary(h) => {
+                    let (dict, base) = (&self.dict, self.base);
+                    let mut res = Ok(());
+                    h.take(bytes, take, &mut |run| {
+                        if res.is_ok() {
+                            res = sink.indices(run, dict, base);
+                        }
+                    })?;
+                    res?;
+                }
+            }
+            open.left -= take;
+            if open.left == 0 {
+                self.open = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the next data page (after the dictionary or index pages before it, and moving on
+    /// to the next row group at the end of one); `false` at the column's end.
+    fn open_page(&mut self, file: &[u8], meta: &FileMetadata, sink: &mut Sink) -> Here<bool> {
+        loop {
             if self.left == 0 {
                 let Some(group) = meta.row_groups.get(self.group) else {
-                    return Ok(());
+                    return Ok(false);
                 };
+                self.group += 1;
                 let c = group.parquet_columns().get(self.column).ok_or(NotHere)?;
                 let range = c.byte_range();
                 let start = usize::try_from(range.start).map_err(|_| NotHere)?;
@@ -498,53 +544,45 @@ impl Cursor {
                     return Err(NotHere);
                 }
                 self.chunk = start..end;
-                self.at = 0;
+                self.at = start;
                 self.left = group.num_rows();
+                self.width = width(c).ok_or(NotHere)?;
+                self.optional = c.descriptor().descriptor.max_def_level == 1;
+                self.compression = c.compression();
                 self.dict.clear();
-                self.group += 1;
-                if self.left == 0 {
-                    continue;
-                }
+                continue;
             }
-            let c = &meta.row_groups[self.group - 1].parquet_columns()[self.column];
-            let n = self.page_into(&file[self.chunk.clone()], c, sink)?;
-            self.left = self.left.checked_sub(n).ok_or(NotHere)?;
-        }
-        Ok(())
-    }
-
-    /// Decodes the next data page of column chunk `c` (and a dictionary or index page before it)
-    /// into `sink`; returns its values.
-    fn page_into(&mut self, raw: &[u8], c: &ColumnChunkMetadata, sink: &mut Sink) -> Here<usize> {
-        let w = width(c).ok_or(NotHere)?;
-        let optional = c.descriptor().descriptor.max_def_level == 1;
-        let compression = c.compression();
-        loop {
-            let rest = raw.get(self.at..).ok_or(NotHere)?;
+            let rest = file.get(self.at..self.chunk.end).ok_or(NotHere)?;
             let mut reader = rest;
             let header = {
                 let mut prot = TCompactInputProtocol::new(&mut reader, rest.len());
                 PageHeader::read_from_in_protocol(&mut prot).map_err(|_| NotHere)?
             };
-            self.at += rest.len() - reader.len();
+            let body_start = self.at + (rest.len() - reader.len());
             let stored = usize::try_from(header.compressed_page_size).map_err(|_| NotHere)?;
             let size = usize::try_from(header.uncompressed_page_size).map_err(|_| NotHere)?;
-            let body = raw.get(self.at..self.at + stored).ok_or(NotHere)?;
-            self.at += stored;
+            let body = body_start..body_start.checked_add(stored).ok_or(NotHere)?;
+            if body.end > self.chunk.end {
+                return Err(NotHere);
+            }
+            self.at = body.end;
             if header.type_ == PageType::INDEX_PAGE {
                 continue;
             }
             if header.type_ != PageType::DATA_PAGE && header.type_ != PageType::DICTIONARY_PAGE {
                 return Err(NotHere);
             }
-            let page: &[u8] = if compression == Compression::Uncompressed {
+            let in_file = self.compression == Compression::Uncompressed;
+            let bytes = if in_file {
                 body
             } else {
                 self.page.clear();
                 self.page.resize(size, 0);
-                decompress(compression, body, &mut self.page, &mut self.ctx).map_err(|_| NotHere)?;
-                &self.page
+                decompress(self.compression, &file[body], &mut self.page, &mut self.ctx).map_err(|_| NotHere)?;
+                0..size
             };
+            let page = if in_file { &file[bytes.clone()] } else { &self.page[..] };
+            let w = self.width;
             if header.type_ == PageType::DICTIONARY_PAGE {
                 let d = header.dictionary_page_header.as_ref().ok_or(NotHere)?;
                 if d.encoding != PageEncoding::PLAIN && d.encoding != PageEncoding::PLAIN_DICTIONARY {
@@ -553,48 +591,57 @@ impl Cursor {
                 let n = usize::try_from(d.num_values).map_err(|_| NotHere)?;
                 let int32 = self.int32;
                 self.dict.clear();
-                let bytes = page.get(..n.checked_mul(w).ok_or(NotHere)?).ok_or(NotHere)?;
-                self.dict.extend(bytes.chunks_exact(w).map(|b| plain_bits(b, int32)));
+                let values = page.get(..n.checked_mul(w).ok_or(NotHere)?).ok_or(NotHere)?;
+                self.dict.extend(values.chunks_exact(w).map(|b| plain_bits(b, int32)));
                 self.base = sink.dictionary(&self.dict)?;
                 continue;
             }
             let h = header.data_page_header.as_ref().ok_or(NotHere)?;
             let n = usize::try_from(h.num_values).map_err(|_| NotHere)?;
-            let mut values = page;
-            if optional {
+            self.left = self.left.checked_sub(n).ok_or(NotHere)?;
+            let mut from = 0usize;
+            if self.optional {
                 // definition levels: a 4-byte length, then 1-bit RLE/bit-packed levels, all 1
                 if h.definition_level_encoding != PageEncoding::RLE {
                     return Err(NotHere);
                 }
-                let len = values.get(..4).ok_or(NotHere)?;
+                let len = page.get(..4).ok_or(NotHere)?;
                 let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let levels = values.get(4..4 + len).ok_or(NotHere)?;
+                let levels = page.get(4..4 + len).ok_or(NotHere)?;
                 let mut all_set = true;
-                hybrid_rle(levels, 1, n, |run| all_set &= run.iter().all(|&l| l == 1))?;
+                Hybrid::new(1).take(levels, n, &mut |run| all_set &= run.iter().all(|&l| l == 1))?;
                 if !all_set {
                     return Err(NotHere);
                 }
-                values = &values[4 + len..];
+                from = 4 + len;
             }
-            match h.encoding {
-                PageEncoding::PLAIN => sink.plain(values, w, n, self.int32)?,
+            let encoding = match h.encoding {
+                PageEncoding::PLAIN => {
+                    if page.len() < from + n.checked_mul(w).ok_or(NotHere)? {
+                        return Err(NotHere);
+                    }
+                    Values::Plain(0)
+                }
                 PageEncoding::RLE_DICTIONARY | PageEncoding::PLAIN_DICTIONARY => {
-                    let (&bits, idx) = values.split_first().ok_or(NotHere)?;
+                    let bits = *page.get(from).ok_or(NotHere)?;
                     if bits > 32 {
                         return Err(NotHere);
                     }
-                    let (dict, base) = (&self.dict, self.base);
-                    let mut res = Ok(());
-                    hybrid_rle(idx, u32::from(bits), n, |run| {
-                        if res.is_ok() {
-                            res = sink.indices(run, dict, base);
-                        }
-                    })?;
-                    res?;
+                    from += 1;
+                    Values::Dictionary(Hybrid::new(u32::from(bits)))
                 }
                 _ => return Err(NotHere),
+            };
+            let bytes = bytes.start + from..bytes.end;
+            if n > 0 {
+                self.open = Some(Open {
+                    bytes,
+                    in_file,
+                    left: n,
+                    encoding,
+                });
             }
-            return Ok(n);
+            return Ok(true);
         }
     }
 }
@@ -716,66 +763,127 @@ fn uleb(b: &[u8], at: &mut usize) -> Here<u64> {
     }
 }
 
-/// Decodes `n` values of the RLE / bit-packing hybrid of `bits`-bit values in `b`, handing them
-/// to `out` up to 32 at a time.
-fn hybrid_rle(b: &[u8], bits: u32, n: usize, mut out: impl FnMut(&[u32])) -> Here<()> {
-    let bits_usize = bits as usize;
-    let mut at = 0usize;
-    let mut left = n;
-    let mut unpacked = [0u32; 32];
-    while left > 0 {
-        let header = uleb(b, &mut at)?;
-        if header & 1 == 0 {
-            // a run of one value
-            let count = usize::try_from(header >> 1).map_err(|_| NotHere)?;
-            let bytes = bits_usize.div_ceil(8);
-            let mut v = [0u8; 4];
-            v[..bytes].copy_from_slice(b.get(at..at + bytes).ok_or(NotHere)?);
-            at += bytes;
-            let value = u32::from_le_bytes(v);
-            if count == 0 {
-                return Err(NotHere);
-            }
-            let run = [value; 32];
-            let mut k = count.min(left);
-            left -= k;
-            while k > 0 {
-                let m = k.min(32);
-                out(&run[..m]);
-                k -= m;
-            }
-        } else {
-            // groups of 8 bit-packed values
-            let values = usize::try_from(header >> 1)
-                .map_err(|_| NotHere)?
-                .checked_mul(8)
-                .ok_or(NotHere)?;
-            let bytes = values.checked_mul(bits_usize).ok_or(NotHere)? / 8;
-            let packed = b.get(at..at + bytes).ok_or(NotHere)?;
-            at += bytes;
-            let take = values.min(left);
-            let mut done = 0;
-            let step = 4 * bits_usize; // the bytes of 32 values
-            while done < take {
-                let m = (take - done).min(32);
-                let from = done / 8 * bits_usize;
-                if bits == 0 {
-                    unpacked = [0; 32];
-                } else if from + step <= packed.len() {
-                    u32::unpack(&packed[from..from + step], bits_usize, &mut unpacked);
-                } else {
-                    let mut tail = [0u8; 128];
-                    let have = packed.len() - from;
-                    tail[..have].copy_from_slice(&packed[from..]);
-                    u32::unpack(&tail[..step], bits_usize, &mut unpacked);
-                }
-                out(&unpacked[..m]);
-                done += m;
-            }
-            left -= take;
+/// A place in data of the RLE / bit-packing hybrid encoding (`bits`-bit values), from which it
+/// is decoded a part at a time.
+struct Hybrid {
+    bits: u32,
+    /// The next run's header.
+    at: usize,
+    /// The current run.
+    run: Run,
+    /// Values of a bit-packed run unpacked and not handed out yet: `unpacked[given..len]`.
+    unpacked: [u32; 32],
+    given: usize,
+    len: usize,
+}
+
+enum Run {
+    None,
+    /// `left` more of one value.
+    Repeat {
+        value: u32,
+        left: usize,
+    },
+    /// Bit-packed values: the next 32 at byte `next`, `left` more in the run.
+    Packed {
+        next: usize,
+        left: usize,
+    },
+}
+
+impl Hybrid {
+    fn new(bits: u32) -> Hybrid {
+        Hybrid {
+            bits,
+            at: 0,
+            run: Run::None,
+            unpacked: [0; 32],
+            given: 0,
+            len: 0,
         }
     }
-    Ok(())
+
+    /// Hands the next `want` values of `b` to `out`, up to 32 at a time.
+    fn take(&mut self, b: &[u8], want: usize, out: &mut impl FnMut(&[u32])) -> Here<()> {
+        let bits = self.bits as usize;
+        let mut left = want;
+        while left > 0 {
+            if self.given < self.len {
+                let m = (self.len - self.given).min(left);
+                out(&self.unpacked[self.given..self.given + m]);
+                self.given += m;
+                left -= m;
+                continue;
+            }
+            match &mut self.run {
+                Run::None => {
+                    let header = uleb(b, &mut self.at)?;
+                    let count = usize::try_from(header >> 1).map_err(|_| NotHere)?;
+                    if header & 1 == 0 {
+                        let bytes = bits.div_ceil(8);
+                        let mut v = [0u8; 4];
+                        v[..bytes].copy_from_slice(b.get(self.at..self.at + bytes).ok_or(NotHere)?);
+                        self.at += bytes;
+                        if count == 0 {
+                            return Err(NotHere);
+                        }
+                        self.run = Run::Repeat {
+                            value: u32::from_le_bytes(v),
+                            left: count,
+                        };
+                    } else {
+                        // groups of 8 values
+                        let values = count.checked_mul(8).ok_or(NotHere)?;
+                        let next = self.at;
+                        self.at = next
+                            .checked_add(values.checked_mul(bits).ok_or(NotHere)? / 8)
+                            .ok_or(NotHere)?;
+                        if self.at > b.len() || values == 0 {
+                            return Err(NotHere);
+                        }
+                        self.run = Run::Packed { next, left: values };
+                    }
+                }
+                Run::Repeat { value, left: run } => {
+                    let m = (*run).min(left);
+                    let same = [*value; 32];
+                    let mut k = m;
+                    while k > 0 {
+                        let j = k.min(32);
+                        out(&same[..j]);
+                        k -= j;
+                    }
+                    *run -= m;
+                    left -= m;
+                    if *run == 0 {
+                        self.run = Run::None;
+                    }
+                }
+                Run::Packed { next, left: run } => {
+                    // 32 values (4 * bits bytes) unpacked at a time; a short last block padded
+                    let step = 4 * bits;
+                    if bits == 0 {
+                        self.unpacked = [0; 32];
+                    } else if *next + step <= b.len() {
+                        u32::unpack(&b[*next..*next + step], bits, &mut self.unpacked);
+                    } else {
+                        let mut tail = [0u8; 128];
+                        let have = b.len() - *next;
+                        tail[..have].copy_from_slice(&b[*next..]);
+                        u32::unpack(&tail[..step], bits, &mut self.unpacked);
+                    }
+                    let m = (*run).min(32);
+                    *next += step;
+                    *run -= m;
+                    (self.given, self.len) = (0, m);
+                    if *run == 0 {
+                        self.run = Run::None;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
