@@ -1,4 +1,7 @@
 //! Files ⇄ batches through polars: Parquet and CSV in, Parquet and CSV out (atomically).
+//! Parquet input of the usual column types is decoded here instead, straight into event columns
+//! ([`EventReader`], `scan.rs`); float pages under LZ4 are compressed by our own block encoder
+//! (`lz4.rs`).
 //!
 //! Input columns are checked up front: a missing column, a column of the wrong type, a null, NaN
 //! or out-of-range timestamp, an unreadable or truncated file and an empty file each give an
@@ -1677,9 +1680,10 @@ impl crate::pipeline::Pipeline {
     }
 
     /// Pushes rows `lo..hi` of a chunk decoded by an [`EventReader`] (`time` names the time
-    /// column, for error messages; `row_offset` is row `lo`'s place in the input). `key_ids`
-    /// holds the pipeline's id of each of the chunk's `key_values`, encoded once per chunk
-    /// ([`EventColumns::encode_keys`]): a row's key is then one lookup, not a hash.
+    /// column, for error messages; `row_offset` is the first row's place in the input).
+    /// `key_ids` holds the pipeline's id of every key the reader has numbered so far, each
+    /// encoded once as its chunk brought it ([`EventColumns::extend_key_ids`]): a row's key is
+    /// then one lookup, not a hash.
     pub fn push_event_columns(
         &mut self,
         columns: &EventColumns,

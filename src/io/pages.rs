@@ -1,5 +1,5 @@
 //! Parquet pages for the window output, encoded straight from a column's values: integer
-//! columns `DELTA_BINARY_PACKED`, float columns `PLAIN`, each with its statistics from one pass.
+//! columns `DELTA_BINARY_PACKED`, float columns `PLAIN` or `BYTE_STREAM_SPLIT`, each with its statistics from one pass.
 //!
 //! polars' encoder takes integer values through an iterator, one at a time, recomputing a
 //! miniblock's bit width on each; on Q2 of the peer workload (4.3M rows, five integer columns)
@@ -14,12 +14,13 @@
 //!
 //! A float column is written `PLAIN` or `BYTE_STREAM_SPLIT` (the eight bytes of every value
 //! gathered into eight streams), whichever its values favour ([`FloatLayout`]): values that
-//! repeat digits, as the extremes of values with few decimals do, compress far better plain
-//! (Q1 of the peer workload: LZ4 takes its four float columns to 0.62-0.70 plain, 0.88 split),
-//! while means and sums of many values have random low mantissa bytes and compress nearly as
-//! well split, where the compressor runs ~2.5x faster: the streams of random bytes it passes over
-//! quickly, the exponent streams it packs (Q2's mean column: 27.7 MB plain, 30.1 MB split, and a
-//! fifth less CPU for the whole run).
+//! repeat their low bytes, as aggregates of values with few decimals do, compress far better
+//! plain (Q1 of the peer workload: its four float columns to 0.62-0.67 of their size plain,
+//! 0.88 split), while values with random low mantissa bytes compress better split, the exponent
+//! streams packed and the random ones passed over quickly. Under LZ4, plain pages are compressed
+//! by [`lz4`], which looks for matches where values start (1.0-1.5 GB/s on the peer workload's
+//! columns, where the LZ4 library ran at 0.6-0.7 GB/s); split pages and other codecs go to the
+//! library.
 //!
 //! The delta layout is the Parquet format's: a header (block size 256, 4 miniblocks of 64
 //! values per block, the value count, the first value), then per block the smallest delta, the
@@ -268,8 +269,8 @@ pub fn float_range(values: &[f64]) -> Option<(f64, f64)> {
 }
 
 /// How a float column's pages lay out their values, chosen from samples of the column: `PLAIN`
-/// unless `BYTE_STREAM_SPLIT` compresses the sampled pages to at most [`FloatLayout::SLACK`] more
-/// bytes. A sample is a page's first [`FloatLayout::SAMPLE`] values (all of a shorter page's),
+/// unless `BYTE_STREAM_SPLIT` compresses the sampled pages to at most a fraction more bytes
+/// ([`FloatLayout::SLACK`], [`FloatLayout::SLACK_LZ4`] under LZ4). A sample is a page's first [`FloatLayout::SAMPLE`] values (all of a shorter page's),
 /// compressed both ways; pages are sampled until that many values are, the choice then holds for
 /// the next [`FloatLayout::EVERY`] values (a sampled page itself takes its own sample's choice).
 /// Samples are as large as the pages, or large, because short ones understate how well the
@@ -295,9 +296,13 @@ impl FloatLayout {
     /// Values a choice holds for (32 MiB of the column).
     pub const EVERY: usize = 1 << 22;
     /// The split layout is taken when its compressed samples are at most this fraction larger
-    /// than the plain ones (LZ4, samples of 32,768: Q2's mean column 7-14% larger, for 60% less
-    /// compressor time; Q1's float columns 25-42% larger).
+    /// than the plain ones (snappy and zstd: the library's plain compression is ~2.5x slower than
+    /// its split one on such values).
     pub const SLACK: f64 = 0.2;
+    /// [`FloatLayout::SLACK`] under LZ4, whose plain pages [`lz4`] compresses fast and small:
+    /// Q2's mean column came out 21% larger split (32.5 MB file against 28.3 MB plain, at the
+    /// same wall time in 10 alternating runs), Q1's float columns 25-42% larger.
+    pub const SLACK_LZ4: f64 = 0.1;
 
     /// A layout that writes every page `PLAIN`.
     pub fn plain() -> FloatLayout {
@@ -307,8 +312,13 @@ impl FloatLayout {
         }
     }
 
-    fn pays(plain: usize, split: usize) -> bool {
-        split as f64 <= plain as f64 * (1.0 + Self::SLACK)
+    fn pays(plain: usize, split: usize, compression: CompressionOptions) -> bool {
+        let slack = if compression == CompressionOptions::Lz4Raw {
+            Self::SLACK_LZ4
+        } else {
+            Self::SLACK
+        };
+        split as f64 <= plain as f64 * (1.0 + slack)
     }
 
     /// Whether the next page, of `values`, is written split, sampling it when due.
@@ -336,11 +346,11 @@ impl FloatLayout {
         self.plain_bytes += plain;
         self.split_bytes += split;
         if self.sampled >= Self::SAMPLE {
-            self.split = Self::pays(self.plain_bytes, self.split_bytes);
+            self.split = Self::pays(self.plain_bytes, self.split_bytes, options.compression);
             self.until_sample = Self::EVERY;
             (self.sampled, self.plain_bytes, self.split_bytes) = (0, 0, 0);
         }
-        Self::pays(plain, split)
+        Self::pays(plain, split, options.compression)
     }
 }
 

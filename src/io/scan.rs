@@ -111,8 +111,8 @@ pub struct EventReader {
 
 impl EventReader {
     /// Opens `path` for the columns `cols` names, when it is a Parquet file whose columns this
-    /// module decodes (`Ok(None)` otherwise: read it with [`ChunkReader`]). A missing,
-    /// unreadable, truncated or empty file is an error, as from [`ChunkReader::open`].
+    /// module decodes (`Ok(None)` otherwise: read it with [`super::ChunkReader`]). A missing,
+    /// unreadable, truncated or empty file is an error, as from [`super::ChunkReader::open`].
     pub fn open(path: &Path, cols: &InputColumns) -> Result<Option<EventReader>> {
         if super::Format::of(path)? != super::Format::Parquet {
             return Ok(None);
