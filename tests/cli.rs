@@ -816,6 +816,35 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // An out-of-range timestamp in a later chunk of pages fenestra decodes itself (no nulls):
+    // named by its row in the whole file too.
+    let mut df = read(&pq);
+    let ts: Vec<i64> = df
+        .column("ts")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .enumerate()
+        .map(|(i, v)| if i == bad_row { i64::MAX } else { v })
+        .collect();
+    df.with_column(Column::new("ts".into(), ts)).unwrap();
+    let far = p(dir.path(), "far.parquet");
+    let mut f = std::fs::File::create(&far).unwrap();
+    ParquetWriter::new(&mut f)
+        .with_row_group_size(Some(262_144))
+        .finish(&mut df)
+        .unwrap();
+    let out = p(dir.path(), "far_out.parquet");
+    let o = run_job(&far, &out, "tumble:1s", &["--backend", "cpu"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("row {bad_row}")) && err.contains("outside the supported range"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
     // Damaged bytes in the last row group (read in the second chunk, after output has begun):
     // a clear error, and no output.
     let damaged = p(dir.path(), "damaged.parquet");

@@ -1150,4 +1150,116 @@ mod tests {
                 .is_none()
         );
     }
+
+    /// Writes `ts`, `key`, `value` through polars' Parquet writer with the column encodings,
+    /// nullability and page version given (what a DataFrame write does not let one choose).
+    fn write_arrow(
+        path: &Path,
+        columns: (Vec<i64>, Vec<u32>, Vec<f64>),
+        nullable: bool,
+        version: polars_parquet::write::Version,
+        encodings: [polars_parquet::write::Encoding; 3],
+        row_group: usize,
+    ) {
+        use polars_arrow::array::{Array, PrimitiveArray};
+        use polars_arrow::datatypes::{ArrowDataType as D, Field as F};
+        use polars_arrow::record_batch::RecordBatchT;
+        use polars_parquet::write::{
+            CompressionOptions, FileWriter, RowGroupIterator, StatisticsOptions, WriteOptions,
+        };
+        let schema: ArrowSchema = [
+            F::new("ts".into(), D::Int64, nullable),
+            F::new("key".into(), D::UInt32, nullable),
+            F::new("value".into(), D::Float64, nullable),
+        ]
+        .into_iter()
+        .map(|f| (f.name.clone(), f))
+        .collect();
+        let schema = Arc::new(schema);
+        let n = columns.0.len();
+        let options = WriteOptions {
+            statistics: StatisticsOptions::default(),
+            compression: CompressionOptions::Snappy,
+            version,
+            data_page_size: Some(32 << 10),
+        };
+        let batches: Vec<_> = (0..n)
+            .step_by(row_group)
+            .map(|at| {
+                let len = row_group.min(n - at);
+                let arrays: Vec<Box<dyn Array>> = vec![
+                    PrimitiveArray::from_vec(columns.0[at..at + len].to_vec()).boxed(),
+                    PrimitiveArray::from_vec(columns.1[at..at + len].to_vec()).boxed(),
+                    PrimitiveArray::from_vec(columns.2[at..at + len].to_vec()).boxed(),
+                ];
+                (len, RecordBatchT::try_new(len, schema.clone(), arrays))
+            })
+            .collect();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.0).collect();
+        let groups = RowGroupIterator::try_new(
+            batches.into_iter().map(|b| b.1),
+            &schema,
+            options,
+            encodings.iter().map(|e| vec![*e]).collect::<Vec<_>>().into(),
+        )
+        .unwrap();
+        let mut w = FileWriter::try_new(File::create(path).unwrap(), (*schema).clone(), options).unwrap();
+        for (group, len) in groups.zip(sizes) {
+            w.write(len as u64, group.unwrap()).unwrap();
+        }
+        w.end(None).unwrap();
+    }
+
+    #[test]
+    fn required_columns_dictionary_values_and_v2_pages() {
+        use polars_parquet::write::{Encoding as E, Version};
+        let dir = tempfile::tempdir().unwrap();
+        let n = 300_000;
+        let df = events(n, 500, &DataType::UInt32);
+        let ts: Vec<i64> = df.column("ts").unwrap().i64().unwrap().into_no_null_iter().collect();
+        let key: Vec<u32> = df.column("key").unwrap().u32().unwrap().into_no_null_iter().collect();
+        let w: Vec<f64> = df.column("w").unwrap().f64().unwrap().into_no_null_iter().collect();
+        let c = cols(Some("key"), &["value"]);
+        let dictionary = [E::RleDictionary, E::RleDictionary, E::RleDictionary];
+        let plain = [E::Plain, E::Plain, E::Plain];
+        for (i, (nullable, version, encodings, here)) in [
+            // required columns (no definition levels), dictionary-encoded floats
+            (false, Version::V1, dictionary, true),
+            (false, Version::V1, plain, true),
+            (true, Version::V1, dictionary, true),
+            // V2 pages: read by polars
+            (true, Version::V2, dictionary, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = dir.path().join(format!("a{i}.parquet"));
+            write_arrow(
+                &path,
+                (ts.clone(), key.clone(), w.clone()),
+                nullable,
+                version,
+                encodings,
+                120_000,
+            );
+            let (got, decoded) = scanned_rows(&path, &c);
+            assert_eq!(decoded > 0, here, "case {i}: {decoded} chunks decoded here");
+            assert_eq!(got, polars_rows(&path, &c), "case {i}");
+            assert_eq!(got.len(), n);
+        }
+    }
+
+    #[test]
+    fn a_pyarrow_file_whose_dictionaries_overflow_into_plain_pages() {
+        // tests/data/dictionary_fallback.parquet: 24,000 events written by pyarrow in row groups
+        // of 10,000 with dictionary pages capped at 8 KiB, so that each column chunk's pages
+        // start dictionary-encoded and go on plain once its dictionary is full
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dictionary_fallback.parquet");
+        for c in [cols(Some("key"), &["value"]), cols(None, &["value"])] {
+            let (got, here) = scanned_rows(&path, &c);
+            assert_eq!(here, 1);
+            assert_eq!(got.len(), 24_000);
+            assert_eq!(got, polars_rows(&path, &c));
+        }
+    }
 }
