@@ -453,13 +453,13 @@ fn cmd_run(a: RunArgs) -> Result<()> {
     let bs = pipeline.batch_size();
     let mut chunk_start = 0usize;
     let mut next = Some(first);
-    let mut key_ids = vec![];
+    let mut key_ids = io::KeyIds::default();
     while let Some(chunk) = next.take() {
         let h = match &chunk {
             io::EventChunk::Frame(df) => df.height(),
             io::EventChunk::Columns(c) => {
                 // each of the file's distinct keys encoded once, as its chunk brings it
-                c.extend_key_ids(pipeline.keys_mut(), &mut key_ids)?;
+                key_ids.extend(c, pipeline.keys_mut())?;
                 c.len()
             }
         };

@@ -25,7 +25,7 @@ mod lz4;
 mod pages;
 mod scan;
 pub use direct::OutFile;
-pub use scan::{EventChunk, EventColumns, EventReader};
+pub use scan::{EventChunk, EventColumns, EventReader, KeyIds};
 
 /// A supported file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1679,40 +1679,39 @@ impl crate::pipeline::Pipeline {
         self.fill_and_push(ts, batch, &values, t0)
     }
 
-    /// Pushes rows `lo..hi` of a chunk decoded by an [`EventReader`] (`time` names the time
-    /// column, for error messages; `row_offset` is the first row's place in the input).
-    /// `key_ids` holds the pipeline's id of every key the reader has numbered so far, each
-    /// encoded once as its chunk brought it ([`EventColumns::extend_key_ids`]): a row's key is
-    /// then one lookup, not a hash.
+    /// Pushes `rows` of a chunk decoded by an [`EventReader`] (`time` names the time column, for
+    /// error messages; `row_offset` is the first row's place in the input). `key_ids` holds the
+    /// pipeline's ids of the keys the reader has numbered, each encoded once as its chunk
+    /// brought it ([`KeyIds::extend`], called for this chunk first): a row's key is then one
+    /// lookup, not a hash.
     pub fn push_event_columns(
         &mut self,
         columns: &EventColumns,
-        key_ids: &[u32],
+        key_ids: &KeyIds,
         rows: std::ops::Range<usize>,
         time: &str,
         row_offset: u64,
     ) -> Result<()> {
-        let ts = columns
-            .ts
-            .get(rows.clone())
-            .ok_or_else(|| Error::config("rows past the chunk's end"))?;
+        let past_end = || Error::config(format!("rows {rows:?} past the end of a chunk of {}", columns.len()));
+        let ts = columns.ts.get(rows.clone()).ok_or_else(past_end)?;
+        let values = columns
+            .values
+            .iter()
+            .map(|v| v.get(rows.clone()).ok_or_else(past_end))
+            .collect::<Result<Vec<&[f64]>>>()?;
         let (t0, mut batch) = self.begin_push(ts, time, row_offset)?;
         if self.keys().kind() == KeyKind::None {
             self.keys_mut().encode_none(ts.len(), &mut batch.keys)?;
         } else {
-            let index = columns
-                .key_index
-                .get(rows.clone())
-                .ok_or_else(|| Error::config("a chunk without keys"))?;
+            let index = columns.key_index.get(rows.clone()).ok_or_else(past_end)?;
             batch.keys.reserve(index.len());
-            for &i in index {
+            for &n in index {
                 let id = key_ids
-                    .get(i as usize)
-                    .ok_or_else(|| Error::config("a key id past the chunk's keys"))?;
-                batch.keys.push(*id);
+                    .get(n)
+                    .ok_or_else(|| Error::config(format!("key number {n} was not encoded (KeyIds::extend)")))?;
+                batch.keys.push(id);
             }
         }
-        let values: Vec<&[f64]> = columns.values.iter().map(|v| &v[rows.clone()]).collect();
         self.fill_and_push(ts, batch, &values, t0)
     }
 

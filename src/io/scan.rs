@@ -37,10 +37,67 @@ pub struct EventColumns {
     /// Each row's key, as its number in the file's key list (empty without a key column): the
     /// keys of every dictionary page, and of plain pages one per row, in file order.
     pub key_index: Vec<u32>,
-    /// The keys this chunk adds to the file's key list (numbered on from the earlier chunks').
+    /// The keys this chunk adds to the file's key list, numbered from `key_first` on.
     pub key_values: Vec<i64>,
+    /// The number of `key_values[0]`: how many keys the earlier chunks numbered.
+    pub key_first: usize,
+    /// Keys numbered below this are not referred to by this chunk's or later chunks' rows (the
+    /// start of the dictionary the chunk begins in, or every earlier key after plain pages).
+    pub key_floor: usize,
     /// One vector per value column, in the job's order.
     pub values: Vec<Vec<f64>>,
+}
+
+/// The pipeline's ids of the keys an [`EventReader`] numbers, for [`crate::Pipeline::push_event_columns`]:
+/// each key encoded once, as its chunk brings it, and dropped once no later row can refer to it
+/// (a plain-encoded key column numbers a key per row).
+#[derive(Default, Debug)]
+pub struct KeyIds {
+    /// The number of `ids[0]`.
+    start: usize,
+    ids: Vec<u32>,
+}
+
+impl KeyIds {
+    /// Encodes `columns`' new keys with `dict` (call once per chunk, in order, before its rows
+    /// are pushed), after dropping those below its floor.
+    pub fn extend(&mut self, columns: &EventColumns, dict: &mut crate::batch::KeyDict) -> Result<()> {
+        let end = self.start + self.ids.len();
+        if columns.key_first != end || columns.key_floor < self.start {
+            return Err(Error::config(format!(
+                "a chunk's keys numbered from {} (floor {}) after keys {}..{end}: chunks out of order",
+                columns.key_first, columns.key_floor, self.start
+            )));
+        }
+        let drop = (columns.key_floor - self.start).min(self.ids.len());
+        self.ids.drain(..drop);
+        self.start += drop;
+        if self.ids.is_empty() {
+            self.start = columns.key_first;
+        }
+        if columns.key_values.is_empty() {
+            return Ok(());
+        }
+        dict.encode_int_iter(columns.key_values.iter().copied(), &mut self.ids)
+    }
+
+    /// The pipeline's id of key number `n`.
+    pub fn get(&self, n: u32) -> Option<u32> {
+        (n as usize)
+            .checked_sub(self.start)
+            .and_then(|i| self.ids.get(i))
+            .copied()
+    }
+
+    /// Ids held (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 impl EventColumns {
@@ -52,15 +109,6 @@ impl EventColumns {
     /// Whether the chunk has no rows.
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
-    }
-
-    /// Appends the pipeline's ids of `key_values` to `ids` (which holds those of the earlier
-    /// chunks of the same reader: `ids[key_index[i]]` is then row `i`'s id), encoded with `dict`.
-    pub fn extend_key_ids(&self, dict: &mut crate::batch::KeyDict, ids: &mut Vec<u32>) -> Result<()> {
-        if self.key_values.is_empty() {
-            return Ok(());
-        }
-        dict.encode_int_iter(self.key_values.iter().copied(), ids)
     }
 
     fn clear(&mut self) {
@@ -135,6 +183,10 @@ impl EventReader {
         let Some(layout) = layout(&schema, &meta, cols) else {
             return Ok(None);
         };
+        if meta.row_groups.iter().map(|g| g.num_rows()).sum::<usize>() != meta.num_rows {
+            // a footer whose row count disagrees with its row groups': polars' reading decides
+            return Ok(None);
+        }
         if meta.num_rows == 0 {
             return Err(Error::EmptyInput(format!("'{}'", path.display())));
         }
@@ -260,12 +312,18 @@ fn layout(schema: &ArrowSchema, meta: &FileMetadata, cols: &InputColumns) -> Opt
         .iter()
         .map(|v| index(v).filter(|_| dtype(v) == Some(D::Float64)))
         .collect::<Option<Vec<_>>>()?;
-    for c in std::iter::once(time)
-        .chain(key.map(|k| k.0))
-        .chain(values.iter().copied())
-    {
+    use polars_parquet::parquet::schema::types::PhysicalType as P;
+    // each Arrow type read from its stored type (the Arrow schema in a footer could claim another)
+    let key_physical = match cols.key.as_deref().and_then(dtype) {
+        Some(D::Int64) => P::Int64,
+        _ => P::Int32,
+    };
+    let stored = std::iter::once((time, P::Int64))
+        .chain(key.map(|(k, _)| (k, key_physical)))
+        .chain(values.iter().map(|&v| (v, P::Double)));
+    for (c, want) in stored {
         let d = &meta.schema_descr.columns()[c].descriptor;
-        if d.max_rep_level != 0 || d.max_def_level > 1 {
+        if d.max_rep_level != 0 || d.max_def_level > 1 || d.primitive_type.physical_type != want {
             return None;
         }
     }
@@ -312,7 +370,7 @@ impl Job {
         let value_cursors =
             || -> Vec<Cursor> { self.layout.values.iter().map(|&c| cursor(c, Int32::Signed)).collect() };
         let mut keys_seen = 0usize;
-        let total = meta.num_rows;
+        let total: usize = meta.row_groups.iter().map(|g| g.num_rows()).sum();
         std::thread::scope(|scope| {
             // The value columns (most of the bytes) are decoded on a second thread, for the whole
             // run, while this one decodes times and keys: a chunk is ready in about half the time.
@@ -325,7 +383,11 @@ impl Job {
                         .name("fenestra-reader-2".into())
                         .spawn_scoped(scope, move || {
                             for (mut out, rows) in job_rx {
-                                let res = fill_values(&mut helper_cursors, file, meta, &mut out, rows);
+                                // a panic (in a dependency, on damaged bytes) is a chunk for polars
+                                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    fill_values(&mut helper_cursors, file, meta, &mut out, rows)
+                                }))
+                                .unwrap_or(Err(NotHere));
                                 if done_tx.send((out, res)).is_err() {
                                     return;
                                 }
@@ -342,6 +404,13 @@ impl Job {
                 let mut out = spent.try_recv().unwrap_or_default();
                 out.clear();
                 out.values.resize_with(self.layout.values.len(), Vec::new);
+                out.key_first = keys_seen;
+                // keys below the current dictionary's start (or, past plain pages, below every
+                // key so far) are not referred to by this chunk's rows or later ones
+                out.key_floor = match times_keys.get(1) {
+                    Some(k) if !k.dict.is_empty() => k.base,
+                    _ => keys_seen,
+                };
                 let decoded = if helper.is_some() {
                     let sent = jobs.send((std::mem::take(&mut out.values), rows)).is_ok();
                     let a = self.fill_times_keys(file, &mut times_keys, &mut out, rows, &mut keys_seen);
@@ -563,10 +632,13 @@ impl Cursor {
                 };
                 self.group += 1;
                 let c = group.parquet_columns().get(self.column).ok_or(NotHere)?;
-                let range = c.byte_range();
-                let start = usize::try_from(range.start).map_err(|_| NotHere)?;
-                let end = usize::try_from(range.end).map_err(|_| NotHere)?;
-                if start > end || end > file.len() {
+                // the column chunk's bytes, from its offsets checked here (polars' `byte_range`
+                // unwraps on a damaged footer)
+                let first_page = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+                let start = usize::try_from(first_page).map_err(|_| NotHere)?;
+                let len = usize::try_from(c.compressed_size()).map_err(|_| NotHere)?;
+                let end = start.checked_add(len).ok_or(NotHere)?;
+                if end > file.len() {
                     return Err(NotHere);
                 }
                 self.chunk = start..end;
@@ -633,13 +705,14 @@ impl Cursor {
                 }
                 let len = page.get(..4).ok_or(NotHere)?;
                 let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let levels = page.get(4..4 + len).ok_or(NotHere)?;
+                let levels_end = len.checked_add(4).ok_or(NotHere)?;
+                let levels = page.get(4..levels_end).ok_or(NotHere)?;
                 let mut all_set = true;
                 Hybrid::new(1).take(levels, n, &mut |run| all_set &= run.iter().all(|&l| l == 1))?;
                 if !all_set {
                     return Err(NotHere);
                 }
-                from = 4 + len;
+                from = levels_end;
             }
             let encoding = match h.encoding {
                 PageEncoding::PLAIN => {
@@ -978,14 +1051,34 @@ mod tests {
     fn scanned_rows(path: &Path, c: &InputColumns) -> (Rows, usize) {
         let mut r = EventReader::open(path, c).unwrap().expect("decoded here");
         let (mut out, mut here, mut keys) = (vec![], 0, vec![]);
+        let mut floor = 0usize;
+        // the pipeline's side: ids encoded once per key number, dropped below each floor
+        let (mut dict, mut ids) = (
+            crate::batch::KeyDict::new(crate::batch::KeyKind::Int),
+            KeyIds::default(),
+        );
         while let Some(chunk) = r.next_chunk() {
             match chunk.unwrap() {
                 EventChunk::Frame(df) => frame_rows(&df, c, &mut out),
                 EventChunk::Columns(cc) => {
                     here += 1;
+                    assert_eq!(cc.key_first, keys.len(), "keys numbered on from the earlier chunks'");
+                    assert!(cc.key_floor <= keys.len() + cc.key_values.len());
+                    if let Some(&n) = cc.key_index.iter().min() {
+                        assert!(n as usize >= cc.key_floor, "a row refers to key {n}, below the floor");
+                    }
+                    assert!(cc.key_floor >= floor, "floors only rise");
+                    floor = cc.key_floor;
                     keys.extend_from_slice(&cc.key_values);
+                    ids.extend(&cc, &mut dict).unwrap();
+                    // the ids held stay within the chunk's own keys and those it may refer to
+                    assert!(ids.len() <= keys.len() - cc.key_floor, "{} ids held", ids.len());
                     for i in 0..cc.len() {
                         let k = c.key.as_ref().map(|_| keys[cc.key_index[i] as usize]);
+                        if let Some(k) = k {
+                            let id = ids.get(cc.key_index[i]).expect("an id for every row's key");
+                            assert_eq!(dict.values().int_value(id), Some(k));
+                        }
                         let v = cc.values.iter().map(|v| Some(v[i].to_bits())).collect();
                         out.push((cc.ts[i], k, v));
                     }
