@@ -548,6 +548,25 @@ impl<P: RowStates> PaneAssigner<P> {
             }
             let rows = &mut lp.rows;
             let r = lp.index[k as usize];
+            if ncols == 1 {
+                // Without a branch on whether the key has a row yet (a coin toss where most keys
+                // see an event or two per pane): a row is appended for every event and kept only
+                // for a key's first one; the event is added to its key's row either way.
+                let len = rows.keys.len();
+                let new = r == NONE;
+                let pos = std::hint::select_unpredictable(new, len, r as usize);
+                rows.keys.push(k);
+                rows.count.push(0);
+                rows.cols.push(P::IDENTITY);
+                rows.count[pos] += 1;
+                rows.cols[pos].push::<M2>(one[i]);
+                lp.index[k as usize] = pos as u32;
+                let keep = len + new as usize;
+                rows.keys.truncate(keep);
+                rows.count.truncate(keep);
+                rows.cols.truncate(keep);
+                continue;
+            }
             if r == NONE {
                 // the key's first event in the pane: its row is built from the event alone
                 lp.index[k as usize] = rows.keys.len() as u32;
