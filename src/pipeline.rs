@@ -389,15 +389,10 @@ pub struct Output {
 pub(crate) fn check_timestamps(ts: &[i64], column: &str, first_row: u64) -> Result<()> {
     let bad = |t: &i64| !(-MAX_ABS_TIMESTAMP_MS..=MAX_ABS_TIMESTAMP_MS).contains(t);
     // blocks checked whole without an early exit (vectorised), the position found in a bad one
-    let mut at = 0;
-    let found = ts.chunks(256).find_map(|c| {
-        let i = c
-            .iter()
-            .fold(false, |b, t| b | bad(t))
-            .then(|| c.iter().position(bad))
-            .flatten();
-        at += c.len();
-        i.map(|i| at - c.len() + i)
+    const BLOCK: usize = 256;
+    let found = ts.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+        let any = c.iter().fold(false, |any, t| any | bad(t));
+        any.then(|| c.iter().position(bad)).flatten().map(|i| b * BLOCK + i)
     });
     match found {
         Some(i) => Err(Error::InvalidTimestamp {

@@ -781,69 +781,46 @@ fn parquet_read_in_chunks_equals_csv_read_whole() {
         assert!(x.equals_missing(&y), "late column {col} differs");
     }
 
-    // A null timestamp in the second chunk: named by its row in the whole file.
-    let mut df = read(&pq);
+    // A bad timestamp in a later chunk fails the job, named by its row in the whole file, with
+    // no output and no temporary file left: a null (whose chunk polars reads), and an
+    // out-of-range time in pages fenestra decodes itself.
     let bad_row = 1_200_000usize;
-    let ts: Vec<Option<i64>> = df
-        .column("ts")
-        .unwrap()
-        .i64()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, v)| if i == bad_row { None } else { v })
-        .collect();
-    df.with_column(Column::new("ts".into(), ts)).unwrap();
-    let bad = p(dir.path(), "bad.parquet");
-    let mut f = std::fs::File::create(&bad).unwrap();
-    ParquetWriter::new(&mut f)
-        .with_row_group_size(Some(262_144))
-        .finish(&mut df)
-        .unwrap();
-    let out = p(dir.path(), "bad_out.parquet");
-    let o = run_job(&bad, &out, "tumble:1s", &["--backend", "cpu"]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
-    assert!(
-        err.contains(&format!("row {bad_row}")) && err.contains("null timestamp"),
-        "{err}"
-    );
-    assert!(!out.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
-
-    // An out-of-range timestamp in a later chunk of pages fenestra decodes itself (no nulls):
-    // named by its row in the whole file too.
-    let mut df = read(&pq);
-    let ts: Vec<i64> = df
-        .column("ts")
-        .unwrap()
-        .i64()
-        .unwrap()
-        .into_no_null_iter()
-        .enumerate()
-        .map(|(i, v)| if i == bad_row { i64::MAX } else { v })
-        .collect();
-    df.with_column(Column::new("ts".into(), ts)).unwrap();
-    let far = p(dir.path(), "far.parquet");
-    let mut f = std::fs::File::create(&far).unwrap();
-    ParquetWriter::new(&mut f)
-        .with_row_group_size(Some(262_144))
-        .finish(&mut df)
-        .unwrap();
-    let out = p(dir.path(), "far_out.parquet");
-    let o = run_job(&far, &out, "tumble:1s", &["--backend", "cpu"]);
-    assert!(!o.status.success());
-    let err = stderr(&o);
-    assert!(
-        err.contains(&format!("row {bad_row}")) && err.contains("outside the supported range"),
-        "{err}"
-    );
-    assert!(!out.exists());
+    let bad_time = |name: &str, time: Option<i64>, message: &str| {
+        let mut df = read(&pq);
+        let ts: Vec<Option<i64>> = df
+            .column("ts")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i == bad_row { time } else { v })
+            .collect();
+        df.with_column(Column::new("ts".into(), ts)).unwrap();
+        let bad = p(dir.path(), &format!("{name}.parquet"));
+        let mut f = std::fs::File::create(&bad).unwrap();
+        ParquetWriter::new(&mut f)
+            .with_row_group_size(Some(262_144))
+            .finish(&mut df)
+            .unwrap();
+        let out = p(dir.path(), &format!("{name}_out.parquet"));
+        let o = run_job(&bad, &out, "tumble:1s", &["--backend", "cpu"]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("row {bad_row}")) && err.contains(message),
+            "{err}"
+        );
+        assert!(!out.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    };
+    bad_time("bad", None, "null timestamp");
+    bad_time("far", Some(i64::MAX), "outside the supported range");
 
     // Damaged bytes in the last row group (read in the second chunk, after output has begun):
     // a clear error, and no output.

@@ -96,8 +96,7 @@ pub struct ChunkReader {
     delivered: usize,
     path: PathBuf,
     first: Option<DataFrame>,
-    rx: Option<std::sync::mpsc::Receiver<Result<DataFrame>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    end: ReaderEnd<DataFrame>,
 }
 
 impl ChunkReader {
@@ -220,7 +219,6 @@ impl ChunkReader {
         first: Option<DataFrame>,
         thread: Option<ReaderThread>,
     ) -> ChunkReader {
-        let (rx, handle) = thread.map_or((None, None), |(rx, h)| (Some(rx), Some(h)));
         ChunkReader {
             total_rows,
             failed: None,
@@ -229,8 +227,7 @@ impl ChunkReader {
             delivered: 0,
             path: path.to_path_buf(),
             first,
-            rx,
-            handle,
+            end: ReaderEnd::new(thread),
         }
     }
 
@@ -361,31 +358,22 @@ impl ChunkReader {
             self.delivered += df.height();
             return Some(Ok(df));
         }
-        let rx = self.rx.as_ref()?;
-        match rx.recv() {
-            Ok(Ok(df)) => {
+        match self.end.next()? {
+            Received::Chunk(df) => {
                 self.delivered += df.height();
                 Some(Ok(df))
             }
-            Ok(Err(e)) => {
-                self.rx = None;
-                Some(Err(e))
-            }
-            Err(_) => {
-                self.rx = None;
-                let panicked = self.handle.take().is_some_and(|h| h.join().is_err());
+            Received::Failed(e) => Some(Err(e)),
+            Received::Ended { panicked } => {
                 if panicked || (self.exact && self.delivered != self.total_rows) {
-                    return Some(Err(Error::FileFormat {
-                        path: self.path.clone(),
-                        format: self.format,
-                        reason: format!(
-                            "the reader stopped after {} of {}{} rows{}",
-                            self.delivered,
-                            if self.exact { "" } else { "about " },
-                            self.total_rows,
-                            if panicked { " (it failed on damaged data)" } else { "" }
-                        ),
-                    }));
+                    let total = format!("{}{}", if self.exact { "" } else { "about " }, self.total_rows);
+                    return Some(Err(stopped_early(
+                        &self.path,
+                        self.format,
+                        self.delivered,
+                        &total,
+                        panicked,
+                    )));
                 }
                 self.total_rows = self.delivered;
                 if self.delivered == 0 {
@@ -397,12 +385,69 @@ impl ChunkReader {
     }
 }
 
-impl Drop for ChunkReader {
+/// The consuming end of a reader thread: its chunks in file order, then how it ended. Dropping
+/// it stops the thread (its next send fails) and joins it.
+struct ReaderEnd<T> {
+    rx: Option<std::sync::mpsc::Receiver<Result<T>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`ReaderEnd`] received.
+enum Received<T> {
+    Chunk(T),
+    /// The thread's error (it sends nothing after one).
+    Failed(Error),
+    /// The thread ended, by a panic or not.
+    Ended {
+        panicked: bool,
+    },
+}
+
+impl<T> ReaderEnd<T> {
+    /// The end of `thread` (of nothing, with `None`: a reader whose input was read at once).
+    fn new(thread: Option<(std::sync::mpsc::Receiver<Result<T>>, std::thread::JoinHandle<()>)>) -> Self {
+        let (rx, handle) = thread.unzip();
+        ReaderEnd { rx, handle }
+    }
+
+    /// The next chunk, error or end; `None` once the thread has failed or ended.
+    fn next(&mut self) -> Option<Received<T>> {
+        let rx = self.rx.as_ref()?;
+        Some(match rx.recv() {
+            Ok(Ok(c)) => Received::Chunk(c),
+            Ok(Err(e)) => {
+                self.rx = None;
+                Received::Failed(e)
+            }
+            Err(_) => {
+                self.rx = None;
+                Received::Ended {
+                    panicked: self.handle.take().is_some_and(|h| h.join().is_err()),
+                }
+            }
+        })
+    }
+}
+
+impl<T> Drop for ReaderEnd<T> {
     fn drop(&mut self) {
         self.rx.take();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// The error of a reader that ended before it delivered every row (`total`, as the caller words
+/// it), or by a panic.
+fn stopped_early(path: &Path, format: &'static str, delivered: usize, total: &str, panicked: bool) -> Error {
+    Error::FileFormat {
+        path: path.to_path_buf(),
+        format,
+        reason: format!(
+            "the reader stopped after {delivered} of {total} rows{}",
+            if panicked { " (it failed on damaged data)" } else { "" }
+        ),
     }
 }
 

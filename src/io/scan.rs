@@ -16,7 +16,7 @@
 //! that its rows keep polars' meaning and its errors polars' messages. A file whose columns do
 //! not have those types is not taken at all ([`EventReader::open`] returns `None`).
 
-use super::{InputColumns, cannot_read, format_error, open_input, projection};
+use super::{InputColumns, ReaderEnd, Received, cannot_read, format_error, open_input, projection, stopped_early};
 use crate::error::{Error, Result};
 use polars::prelude::*;
 use polars_parquet::parquet::compression::{Compression, DecompressionContext, decompress};
@@ -72,9 +72,6 @@ impl KeyIds {
         let drop = (columns.key_floor - self.start).min(self.ids.len());
         self.ids.drain(..drop);
         self.start += drop;
-        if self.ids.is_empty() {
-            self.start = columns.key_first;
-        }
         if columns.key_values.is_empty() {
             return Ok(());
         }
@@ -152,9 +149,8 @@ pub struct EventReader {
     path: PathBuf,
     /// The job's columns, without rows, with the file's types (for the schema check).
     schema: DataFrame,
-    rx: Option<Receiver<Result<EventChunk>>>,
+    end: ReaderEnd<EventChunk>,
     spent: Sender<EventColumns>,
-    handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EventReader {
@@ -218,9 +214,8 @@ impl EventReader {
             delivered: 0,
             path: path.to_path_buf(),
             schema: empty,
-            rx: Some(rx),
+            end: ReaderEnd::new(Some((rx, handle))),
             spent,
-            handle: Some(handle),
         }))
     }
 
@@ -242,45 +237,24 @@ impl EventReader {
     /// The next chunk, in file order; `None` at the end. A reader that stops before it has
     /// delivered every row of the file is an error.
     pub fn next_chunk(&mut self) -> Option<Result<EventChunk>> {
-        let rx = self.rx.as_ref()?;
-        match rx.recv() {
-            Ok(Ok(c)) => {
+        match self.end.next()? {
+            Received::Chunk(c) => {
                 self.delivered += match &c {
                     EventChunk::Columns(c) => c.len(),
                     EventChunk::Frame(df) => df.height(),
                 };
                 Some(Ok(c))
             }
-            Ok(Err(e)) => {
-                self.rx = None;
-                Some(Err(e))
-            }
-            Err(_) => {
-                self.rx = None;
-                let panicked = self.handle.take().is_some_and(|h| h.join().is_err());
-                if panicked || self.delivered != self.total_rows {
-                    return Some(Err(Error::FileFormat {
-                        path: self.path.clone(),
-                        format: "Parquet",
-                        reason: format!(
-                            "the reader stopped after {} of {} rows{}",
-                            self.delivered,
-                            self.total_rows,
-                            if panicked { " (it failed on damaged data)" } else { "" }
-                        ),
-                    }));
-                }
-                None
-            }
-        }
-    }
-}
-
-impl Drop for EventReader {
-    fn drop(&mut self) {
-        self.rx.take();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            Received::Failed(e) => Some(Err(e)),
+            Received::Ended { panicked } => (panicked || self.delivered != self.total_rows).then(|| {
+                Err(stopped_early(
+                    &self.path,
+                    "Parquet",
+                    self.delivered,
+                    &self.total_rows.to_string(),
+                    panicked,
+                ))
+            }),
         }
     }
 }
